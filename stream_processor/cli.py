@@ -1,0 +1,186 @@
+"""Argument parsing only: each subcommand calls one function elsewhere.
+
+Exit codes: 0 all events done; 3 output complete but some events hold error records;
+2 usage or input-file errors; 1 anything unexpected; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from stream_processor.broker import resolve_broker
+from stream_processor.tasks import BROKER_ENV, DEFAULT_TASK, TASK_ENV, load_function
+
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_EVENT_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+log = logging.getLogger("stream_processor")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every owned process is stopped on the way out."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=Path, default=Path("results.json"), help="ordered results (JSON Lines)")
+    parser.add_argument("--workers", type=_non_negative_int, default=12,
+                        help="pool processes of a local Celery worker started for the run; 0 = use workers "
+                             "started elsewhere (default 12)")
+    parser.add_argument("--broker", default=None,
+                        help=f"broker URL, e.g. amqp://guest:guest@localhost:5672// or redis://localhost:6379/0 "
+                             f"(default: ${BROKER_ENV}, else an embedded Redis started for the run)")
+    parser.add_argument("--time-scale", type=_non_negative_float, default=1.0,
+                        help="multiply each event's wait by this (the reference task only; default 1.0)")
+    parser.add_argument("--task", default=DEFAULT_TASK,
+                        help="the function to run, package.module:function (default: the reference task)")
+    parser.add_argument("--max-in-flight", type=_positive_int, default=1000,
+                        help="events read but not yet written, at most (default 1000)")
+    parser.add_argument("--report", type=Path, default=None, help="write the run's figures here as JSON")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue after the last complete line of an existing --output")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stream-processor", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    process = commands.add_parser("process", help="process a recording file in order (file mode)")
+    process.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording (JSON Lines)")
+    _add_run_flags(process)
+
+    worker = commands.add_parser("worker", help="start a Celery worker for runs with --workers 0")
+    worker.add_argument("--broker", default=None, help=f"broker URL (default: ${BROKER_ENV})")
+    worker.add_argument("--concurrency", type=_positive_int, default=os.cpu_count() or 1)
+    worker.add_argument("--task", default=None, help=f"function to run (default: ${TASK_ENV}, else the reference)")
+    worker.add_argument("--loglevel", default="INFO")
+
+    verify = commands.add_parser("verify", help="check an output has one line per input event, in order")
+    verify.add_argument("input", type=Path)
+    verify.add_argument("output", type=Path)
+    verify.add_argument("--transformed", action="store_true",
+                        help="the task changes events: check count, completeness and error-record places only")
+
+    generate = commands.add_parser("generate", help="write a synthetic RCStream recording")
+    generate.add_argument("--minutes", type=_non_negative_float, default=5.0)
+    generate.add_argument("--rate", type=_non_negative_float, default=2.07, help="edits per second")
+    generate.add_argument("--seed", type=int, default=1)
+    generate.add_argument("--output", type=Path, default=None, help="file to write (default: standard output)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return COMMANDS[args.command](args)
+    except (KeyboardInterrupt, Terminated):
+        print("stream-processor: interrupted; the output holds every result that was in order", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except UsageError as exc:
+        print(f"stream-processor: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+class UsageError(Exception):
+    pass
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from stream_processor.file_mode import process_file
+    from stream_processor.pipeline import RunOptions
+    from stream_processor.records import InputFileError
+    from stream_processor.report import summary_text
+
+    options = RunOptions(
+        output=args.output, workers=args.workers, broker=args.broker, time_scale=args.time_scale,
+        task=args.task, max_in_flight=args.max_in_flight, report=args.report, resume=args.resume,
+    )
+    try:
+        report = process_file(args.input, options, show_progress=not args.no_progress)
+    except (InputFileError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    print(summary_text(report))
+    return EXIT_EVENT_ERRORS if report["errors"] else EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from stream_processor.workers import worker_command
+
+    broker_url = resolve_broker(args.broker)
+    if not broker_url:
+        raise UsageError(f"a worker needs --broker URL or ${BROKER_ENV}: it joins a broker that runs elsewhere")
+    task_path = args.task or os.environ.get(TASK_ENV) or DEFAULT_TASK
+    try:
+        load_function(task_path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    os.environ.update({BROKER_ENV: broker_url, TASK_ENV: task_path})
+    command = worker_command(args.concurrency, loglevel=args.loglevel)
+    os.execv(command[0], command)  # become the worker: signals reach Celery directly
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from stream_processor.records import InputFileError
+    from stream_processor.verify import verify
+
+    try:
+        verdict = verify(args.input, args.output, identical=not args.transformed)
+    except InputFileError as exc:
+        raise UsageError(str(exc)) from None
+    print(verdict.message, file=sys.stdout if verdict.ok else sys.stderr)
+    return EXIT_OK if verdict.ok else EXIT_UNEXPECTED
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from stream_processor.generate import generate_file, write_recording
+
+    if args.output is None:
+        count = write_recording(sys.stdout, args.minutes, args.rate, args.seed)
+    else:
+        count = generate_file(args.output, args.minutes, args.rate, args.seed)
+    print(f"wrote {count} events", file=sys.stderr)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "process": cmd_process,
+    "worker": cmd_worker,
+    "verify": cmd_verify,
+    "generate": cmd_generate,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

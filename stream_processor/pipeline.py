@@ -1,0 +1,77 @@
+"""Everything a run owns, started in order and stopped in reverse: broker, workers,
+executor, sink, processor. File mode and streaming mode both run inside `pipeline()`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream_processor import broker as brokers
+from stream_processor.celery_executor import CeleryExecutor
+from stream_processor.processor import StreamProcessor
+from stream_processor.records import Validator, check_wait
+from stream_processor.report import RunStats
+from stream_processor.sink import JsonlSink
+from stream_processor.tasks import DEFAULT_TASK, load_function
+from stream_processor.workers import LocalWorkers
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    output: Path = Path("results.json")
+    workers: int = 12
+    broker: str | None = None
+    time_scale: float = 1.0
+    task: str = DEFAULT_TASK
+    max_in_flight: int = 1000
+    report: Path | None = None
+    resume: bool = False
+
+    def check(self) -> None:
+        """Reject bad settings before anything starts (usage errors, exit code 2)."""
+        if self.workers < 0:
+            raise ValueError("--workers must be 0 or more")
+        if self.max_in_flight < 1:
+            raise ValueError("--max-in-flight must be at least 1")
+        if not self.time_scale >= 0:
+            raise ValueError("--time-scale must be a non-negative number")
+        if self.workers:
+            load_function(self.task)  # the local workers will import it: fail here, clearly
+
+    def validator(self) -> Validator | None:
+        """Events must carry a valid `wait` only for the reference task, which reads it."""
+        return check_wait if self.task == DEFAULT_TASK else None
+
+
+@dataclass
+class Pipeline:
+    processor: StreamProcessor
+    stats: RunStats
+    broker_name: str
+    start_offset: int
+
+
+@contextmanager
+def pipeline(options: RunOptions) -> Iterator[Pipeline]:
+    stats = RunStats()
+    with ExitStack() as stack:
+        broker_url = stack.enter_context(brokers.broker_for_run(options.broker))
+        broker_name = brokers.describe(broker_url) if brokers.resolve_broker(options.broker) else "embedded redis"
+        if options.workers:
+            stack.enter_context(LocalWorkers(broker_url, options.workers, options.task))
+        sink = stack.enter_context(JsonlSink(options.output, resume=options.resume))
+        if sink.start_offset:
+            log.info("resuming %s after %d complete lines", options.output, sink.start_offset)
+        executor = CeleryExecutor(broker_url, options.task, options.time_scale)
+        processor = StreamProcessor(
+            executor, sink, options.max_in_flight, start_offset=sink.start_offset, on_written=stats.on_written
+        )
+        processor.start()
+        stack.callback(processor.close)
+        yield Pipeline(processor, stats, broker_name, sink.start_offset)
