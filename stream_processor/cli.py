@@ -48,21 +48,40 @@ def _non_negative_float(text: str) -> float:
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("results.json"), help="ordered results (JSON Lines)")
-    parser.add_argument("--workers", type=_non_negative_int, default=12,
-                        help="pool processes of a local Celery worker started for the run; 0 = use workers "
-                             "started elsewhere (default 12)")
-    parser.add_argument("--broker", default=None,
-                        help=f"broker URL, e.g. amqp://guest:guest@localhost:5672// or redis://localhost:6379/0 "
-                             f"(default: ${BROKER_ENV}, else an embedded Redis started for the run)")
-    parser.add_argument("--time-scale", type=_non_negative_float, default=1.0,
-                        help="multiply each event's wait by this (the reference task only; default 1.0)")
-    parser.add_argument("--task", default=DEFAULT_TASK,
-                        help="the function to run, package.module:function (default: the reference task)")
-    parser.add_argument("--max-in-flight", type=_positive_int, default=1000,
-                        help="events read but not yet written, at most (default 1000)")
+    parser.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=12,
+        help="pool processes of a local Celery worker started for the run; 0 = use workers "
+        "started elsewhere (default 12)",
+    )
+    parser.add_argument(
+        "--broker",
+        default=None,
+        help=f"broker URL, e.g. amqp://guest:guest@localhost:5672// or redis://localhost:6379/0 "
+        f"(default: ${BROKER_ENV}, else an embedded Redis started for the run)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=_non_negative_float,
+        default=1.0,
+        help="multiply each event's wait by this (the reference task only; default 1.0)",
+    )
+    parser.add_argument(
+        "--task",
+        default=DEFAULT_TASK,
+        help="the function to run, package.module:function (default: the reference task)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        default=1000,
+        help="events read but not yet written, at most (default 1000)",
+    )
     parser.add_argument("--report", type=Path, default=None, help="write the run's figures here as JSON")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue after the last complete line of an existing --output")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue after the last complete line of an existing --output"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
 
@@ -84,8 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify", help="check an output has one line per input event, in order")
     verify.add_argument("input", type=Path)
     verify.add_argument("output", type=Path)
-    verify.add_argument("--transformed", action="store_true",
-                        help="the task changes events: check count, completeness and error-record places only")
+    verify.add_argument(
+        "--transformed",
+        action="store_true",
+        help="the task changes events: check count, completeness and error-record places only",
+    )
 
     generate = commands.add_parser("generate", help="write a synthetic RCStream recording")
     generate.add_argument("--minutes", type=_non_negative_float, default=5.0)
@@ -97,8 +119,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return COMMANDS[args.command](args)
@@ -125,8 +150,14 @@ def cmd_process(args: argparse.Namespace) -> int:
     from stream_processor.report import summary_text
 
     options = RunOptions(
-        output=args.output, workers=args.workers, broker=args.broker, time_scale=args.time_scale,
-        task=args.task, max_in_flight=args.max_in_flight, report=args.report, resume=args.resume,
+        output=args.output,
+        workers=args.workers,
+        broker=args.broker,
+        time_scale=args.time_scale,
+        task=args.task,
+        max_in_flight=args.max_in_flight,
+        report=args.report,
+        resume=args.resume,
     )
     try:
         report = process_file(args.input, options, show_progress=not args.no_progress)

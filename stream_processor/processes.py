@@ -8,6 +8,7 @@ takes it down). Stopping signals the whole process group, so a child's own child
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
@@ -59,10 +60,8 @@ def stop(process: subprocess.Popen, first_signal: int = signal.SIGTERM, grace_s:
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def is_alive(pid: int) -> bool:

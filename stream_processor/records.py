@@ -78,9 +78,7 @@ def open_recording(path: str | Path):
         raise InputFileError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def read_records(
-    path: str | Path, start: int = 0, validate: Validator | None = None
-) -> Iterator[Record]:
+def read_records(path: str | Path, start: int = 0, validate: Validator | None = None) -> Iterator[Record]:
     """Yield a `Record` per line from line `start` on (0-based), good or bad."""
     with open_recording(path) as stream:
         for offset, line in enumerate(stream):

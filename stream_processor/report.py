@@ -144,8 +144,7 @@ def summary_text(report: dict[str, Any]) -> str:
     rate = report["events_per_s"]
     lines = [
         f"events      {report['events']}  ({report['errors']} with errors)",
-        f"wall time   {report['wall_s']:.2f} s   span {report['span_s']:.2f} s"
-        + _ideal_text(report),
+        f"wall time   {report['wall_s']:.2f} s   span {report['span_s']:.2f} s" + _ideal_text(report),
         f"throughput  {rate:.2f} events/s" if rate else "throughput  -",
         f"latency     p50 {latency['p50']:.3f} s   p99 {latency['p99']:.3f} s   max {latency['max']:.3f} s",
         f"workers     {report['workers']} on {report['broker']}",

@@ -131,4 +131,3 @@ def _die_with_parent(**_kwargs) -> None:
         configured_task()  # import the user's function once per process, not per event
     except ValueError as exc:
         log.error("%s; every task on this worker will fail", exc)
-
