@@ -15,7 +15,29 @@ from pathlib import Path
 from typing import IO, Any
 
 START_TIMESTAMP = 1_480_000_000  # late 2016, while RCStream still ran
-WORDS = ["river", "history", "album", "station", "battle", "county", "village", "school", "football", "season", "list", "church", "film", "election", "species", "railway", "district", "museum", "island", "bridge", "river"]
+WORDS = [
+    "river",
+    "history",
+    "album",
+    "station",
+    "battle",
+    "county",
+    "village",
+    "school",
+    "football",
+    "season",
+    "list",
+    "church",
+    "film",
+    "election",
+    "species",
+    "railway",
+    "district",
+    "museum",
+    "island",
+    "bridge",
+    "river",
+]
 NON_ASCII_WORDS = ["Zürich", "São Paulo", "Łódź", "Kraków", "東京", "Ελλάδα", "Москва", "Café"]
 COMMENTS = [
     "/* History */ fix typo",
