@@ -19,7 +19,7 @@ from kombu import Connection, Queue
 from kombu.mixins import ConsumerMixin
 
 from stream_processor.executor import OnComplete
-from stream_processor.tasks import DEFAULT_TASK, TASK_NAME, make_app
+from stream_processor.tasks import DEFAULT_TASK, QUEUE, TASK_NAME, make_app
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,15 @@ class CeleryExecutor:
         broker_url: str,
         task_path: str = DEFAULT_TASK,
         time_scale: float = 1.0,
+        queue: str = QUEUE,
         start_timeout_s: float = 30.0,
     ) -> None:
-        self.app = make_app(broker_url)
+        # No result backend on this side: it would declare a reply queue per thread that
+        # nobody consumes. Workers still publish results to our `reply_to` queue.
+        self.app = make_app(broker_url, queue, backend="disabled")
         self.task_path = task_path
         self.time_scale = time_scale
+        self.queue = queue
         self.start_timeout_s = start_timeout_s
         self.run_id = uuid.uuid4().hex[:12]
         self.reply_queue = Queue(
@@ -75,6 +79,7 @@ class CeleryExecutor:
             args=(event,),
             kwargs={"time_scale": self.time_scale, "expect": self.task_path},
             task_id=f"{self.run_id}:{offset}",
+            queue=self.queue,
             reply_to=self.reply_queue.name,
         )
 
@@ -87,11 +92,16 @@ class CeleryExecutor:
         self.app.close()
 
     def _delete_reply_queue(self) -> None:
-        try:
-            with Connection(self.app.conf.broker_url, connect_timeout=2) as connection:
-                self.reply_queue(connection.default_channel).delete()
-        except Exception as exc:  # best effort: RabbitMQ also expires it on its own
-            log.debug("could not delete reply queue %s: %s", self.reply_queue.name, exc)
+        delete_queue(self.app.conf.broker_url, self.reply_queue)
+
+
+def delete_queue(broker_url: str, queue: Queue) -> None:
+    """Best effort: RabbitMQ also expires our queues on its own once unused."""
+    try:
+        with Connection(broker_url, connect_timeout=2) as connection:
+            queue(connection.default_channel).delete()
+    except Exception as exc:
+        log.debug("could not delete queue %s: %s", queue.name, exc)
 
 
 class _ReplyCollector(ConsumerMixin):

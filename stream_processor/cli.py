@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from stream_processor.broker import resolve_broker
-from stream_processor.tasks import BROKER_ENV, DEFAULT_TASK, TASK_ENV, load_function
+from stream_processor.tasks import BROKER_ENV, DEFAULT_TASK, QUEUE, QUEUE_ENV, TASK_ENV, load_function
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_EVENT_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -82,6 +82,9 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", action="store_true", help="continue after the last complete line of an existing --output"
     )
+    parser.add_argument(
+        "--queue", default=QUEUE, help=f"with --workers 0: the queue the workers consume (default {QUEUE})"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
 
 
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--broker", default=None, help=f"broker URL (default: ${BROKER_ENV})")
     worker.add_argument("--concurrency", type=_positive_int, default=os.cpu_count() or 1)
     worker.add_argument("--task", default=None, help=f"function to run (default: ${TASK_ENV}, else the reference)")
+    worker.add_argument("--queue", default=QUEUE, help=f"queue to consume (default {QUEUE})")
     worker.add_argument("--loglevel", default="INFO")
 
     verify = commands.add_parser("verify", help="check an output has one line per input event, in order")
@@ -158,6 +162,7 @@ def cmd_process(args: argparse.Namespace) -> int:
         max_in_flight=args.max_in_flight,
         report=args.report,
         resume=args.resume,
+        queue=args.queue,
     )
     try:
         report = process_file(args.input, options, show_progress=not args.no_progress)
@@ -178,8 +183,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
         load_function(task_path)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    os.environ.update({BROKER_ENV: broker_url, TASK_ENV: task_path})
-    command = worker_command(args.concurrency, loglevel=args.loglevel)
+    os.environ.update({BROKER_ENV: broker_url, TASK_ENV: task_path, QUEUE_ENV: args.queue})
+    command = worker_command(args.concurrency, args.queue, loglevel=args.loglevel)
     os.execv(command[0], command)  # become the worker: signals reach Celery directly
 
 

@@ -41,7 +41,7 @@ def _duration(record, options: RunOptions) -> float | None:
     """The reference task's run time for this event (0 for a bad line, never sent)."""
     if options.task != DEFAULT_TASK:
         return None
-    return record.event["wait"] * options.time_scale if record.event else 0.0
+    return 0.0 if record.error else record.event["wait"] * options.time_scale
 
 
 def _chain(*callbacks):

@@ -5,18 +5,19 @@ executor, sink, processor. File mode and streaming mode both run inside `pipelin
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from stream_processor import broker as brokers
-from stream_processor.celery_executor import CeleryExecutor
+from stream_processor.celery_executor import CeleryExecutor, delete_queue
 from stream_processor.processor import StreamProcessor
 from stream_processor.records import Validator, check_wait
 from stream_processor.report import RunStats
 from stream_processor.sink import JsonlSink
-from stream_processor.tasks import DEFAULT_TASK, load_function
+from stream_processor.tasks import DEFAULT_TASK, QUEUE, RUN_QUEUE_PREFIX, load_function, task_queue
 from stream_processor.workers import LocalWorkers
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class RunOptions:
     max_in_flight: int = 1000
     report: Path | None = None
     resume: bool = False
+    queue: str = QUEUE  # where tasks go when the workers run elsewhere (--workers 0)
 
     def check(self) -> None:
         """Reject bad settings before anything starts (usage errors, exit code 2)."""
@@ -63,12 +65,15 @@ def pipeline(options: RunOptions) -> Iterator[Pipeline]:
     with ExitStack() as stack:
         broker_url = stack.enter_context(brokers.broker_for_run(options.broker))
         broker_name = brokers.describe(broker_url) if brokers.resolve_broker(options.broker) else "embedded redis"
+        queue = options.queue
         if options.workers:
-            stack.enter_context(LocalWorkers(broker_url, options.workers, options.task))
+            queue = f"{RUN_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}"
+            stack.callback(delete_queue, broker_url, task_queue(queue))  # runs after the workers stop
+            stack.enter_context(LocalWorkers(broker_url, options.workers, options.task, queue))
         sink = stack.enter_context(JsonlSink(options.output, resume=options.resume))
         if sink.start_offset:
             log.info("resuming %s after %d complete lines", options.output, sink.start_offset)
-        executor = CeleryExecutor(broker_url, options.task, options.time_scale)
+        executor = CeleryExecutor(broker_url, options.task, options.time_scale, queue)
         processor = StreamProcessor(
             executor, sink, options.max_in_flight, start_offset=sink.start_offset, on_written=stats.on_written
         )

@@ -25,8 +25,8 @@ class InputFileError(Exception):
 class Record:
     offset: int
     raw: bytes  # the line as received, without its newline
-    event: dict[str, Any] | None
-    error: str | None = None
+    event: dict[str, Any] | None  # None when the line is not a JSON object
+    error: str | None = None  # set for a line that cannot be processed; it gets an error record
 
     @property
     def line_number(self) -> int:
@@ -45,8 +45,8 @@ def parse_event(raw: bytes, validate: Validator | None = None) -> tuple[dict | N
         return None, f"not valid JSON ({exc})"
     if not isinstance(event, dict):
         return None, f"not a JSON object (got {type(event).__name__})"
-    problem = validate(event) if validate else None
-    return (None, problem) if problem else (event, None)
+    # An event that fails validation is kept beside its error: its id goes in the error record.
+    return event, validate(event) if validate else None
 
 
 def _reject_constant(name: str) -> float:

@@ -22,6 +22,7 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init, worker_ready
+from kombu import Exchange, Queue
 
 from stream_processor.processes import set_parent_death_signal
 
@@ -29,18 +30,30 @@ log = logging.getLogger(__name__)
 
 BROKER_ENV = "STREAM_PROCESSOR_BROKER"
 TASK_ENV = "STREAM_PROCESSOR_TASK"
+QUEUE_ENV = "STREAM_PROCESSOR_QUEUE"
 READY_FILE_ENV = "STREAM_PROCESSOR_READY_FILE"
 OWNED_ENV = "STREAM_PROCESSOR_DIE_WITH_PARENT"
 
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
 DEFAULT_TASK = "stream_processor.tasks:wait_and_return"
 TASK_NAME = "stream_processor.process"
-QUEUE = "stream_processor"
+QUEUE = "stream_processor"  # shared by `--workers 0` runs and workers started on their own
+RUN_QUEUE_PREFIX = "stream_processor.run."  # a run's private queue, for its own workers
+RUN_QUEUE_TTL_S = 3600  # RabbitMQ drops a run's own queue after an hour unused (a crashed run)
 
 
-def make_app(broker_url: str | None = None) -> Celery:
+def task_queue(name: str) -> Queue:
+    """The queue tasks go through; a run's private queue expires if the run dies."""
+    expiry = {"expires": RUN_QUEUE_TTL_S} if name.startswith(RUN_QUEUE_PREFIX) else {}
+    return Queue(name, Exchange(name, type="direct"), routing_key=name, **expiry)
+
+
+def make_app(broker_url: str | None = None, queue: str | None = None, backend: str = "rpc://") -> Celery:
+    """The app workers run (results published to each task's reply_to queue), or, with
+    backend="disabled", a submitting client that consumes its reply queue itself."""
     broker_url = broker_url or os.environ.get(BROKER_ENV, DEFAULT_BROKER)
-    app = Celery("stream_processor", broker=broker_url, backend="rpc://")
+    queue = queue or os.environ.get(QUEUE_ENV, QUEUE)
+    app = Celery("stream_processor", broker=broker_url, backend=backend)
     app.conf.update(
         # JSON only, both ways: a pickle message is refused, never executed.
         task_serializer="json",
@@ -52,7 +65,8 @@ def make_app(broker_url: str | None = None) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue=QUEUE,
+        task_default_queue=queue,
+        task_queues=[task_queue(queue)],
         result_persistent=False,
         broker_connection_retry_on_startup=True,
         # Redis only: a task unacked for this long is handed out again. Keep it above

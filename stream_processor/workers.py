@@ -13,14 +13,16 @@ import uuid
 from pathlib import Path
 
 from stream_processor import processes
-from stream_processor.tasks import BROKER_ENV, OWNED_ENV, QUEUE, READY_FILE_ENV, TASK_ENV
+from stream_processor.tasks import BROKER_ENV, OWNED_ENV, QUEUE, QUEUE_ENV, READY_FILE_ENV, TASK_ENV
 
 
 class WorkerError(Exception):
     """The local Celery worker did not start."""
 
 
-def worker_command(concurrency: int, hostname: str | None = None, loglevel: str = "WARNING") -> list[str]:
+def worker_command(
+    concurrency: int, queue: str = QUEUE, hostname: str | None = None, loglevel: str = "WARNING"
+) -> list[str]:
     """The `celery worker` command line this project uses everywhere."""
     command = [
         sys.executable, "-m", "celery", "--quiet", "-A", "stream_processor.tasks", "worker",
@@ -30,7 +32,7 @@ def worker_command(concurrency: int, hostname: str | None = None, loglevel: str 
         # waits behind a long one that a busy process reserved.
         "-O", "fair",
         "--prefetch-multiplier", "1",
-        "--queues", QUEUE,
+        "--queues", queue,
         "--without-gossip", "--without-mingle", "--without-heartbeat",
         "--loglevel", loglevel,
     ]  # fmt: skip
@@ -40,19 +42,25 @@ def worker_command(concurrency: int, hostname: str | None = None, loglevel: str 
 
 
 class LocalWorkers:
-    """One `celery worker` process with `concurrency` pool processes, owned by this run."""
+    """One `celery worker` process with `concurrency` pool processes, owned by this run.
+
+    It consumes a queue of the run's own, so runs sharing a broker never take each
+    other's events (they may run different tasks).
+    """
 
     def __init__(
         self,
         broker_url: str,
         concurrency: int,
         task_path: str,
+        queue: str = QUEUE,
         start_timeout_s: float = 60.0,
         loglevel: str = "WARNING",
     ) -> None:
         self.broker_url = broker_url
         self.concurrency = concurrency
         self.task_path = task_path
+        self.queue = queue
         self.start_timeout_s = start_timeout_s
         self.loglevel = loglevel
         self.process: subprocess.Popen | None = None
@@ -66,6 +74,7 @@ class LocalWorkers:
             {
                 BROKER_ENV: self.broker_url,
                 TASK_ENV: self.task_path,
+                QUEUE_ENV: self.queue,
                 READY_FILE_ENV: str(ready_file),
                 OWNED_ENV: "1",
             }
@@ -73,7 +82,7 @@ class LocalWorkers:
         hostname = f"stream-processor-{uuid.uuid4().hex[:8]}@%h"
         # The worker's chatter goes to stderr, keeping stdout for the run's summary.
         self.process = processes.spawn(
-            worker_command(self.concurrency, hostname, self.loglevel), env=env, stdout=sys.stderr.fileno()
+            worker_command(self.concurrency, self.queue, hostname, self.loglevel), env=env, stdout=sys.stderr.fileno()
         )
         self._wait_until_ready(ready_file)
         return self

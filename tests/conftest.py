@@ -1,0 +1,129 @@
+"""Shared fixtures: small recordings, the RabbitMQ URL, running the CLI as a real process,
+and finding any process a run left behind."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from stream_processor.generate import generate_file
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+RABBITMQ_URL = os.environ.get("STREAM_PROCESSOR_TEST_RABBITMQ", "amqp://guest:guest@localhost:5672//")
+MARKER_ENV = "STREAM_PROCESSOR_TEST_MARKER"
+
+
+def rabbitmq_reachable(host: str = "localhost", port: int = 5672) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> str:
+    if rabbitmq_reachable():
+        return RABBITMQ_URL
+    if os.environ.get("STREAM_PROCESSOR_REQUIRE_RABBITMQ") == "1":
+        pytest.fail("RabbitMQ is required (STREAM_PROCESSOR_REQUIRE_RABBITMQ=1) but localhost:5672 is not reachable")
+    pytest.skip("RabbitMQ not reachable at localhost:5672 (start it with `rabbitmq-server -detached`)")
+
+
+@pytest.fixture(params=["embedded", "rabbitmq"])
+def broker_flag(request) -> list[str]:
+    """Run a test once on the embedded broker and once on RabbitMQ."""
+    if request.param == "embedded":
+        return []
+    return ["--broker", request.getfixturevalue("rabbitmq_url")]
+
+
+@pytest.fixture(scope="session")
+def small_recording(tmp_path_factory) -> Path:
+    """About 60 events with the generator's real shape (waits 0.01..10 s)."""
+    path = tmp_path_factory.mktemp("recordings") / "small.json"
+    generate_file(path, minutes=0.5, rate=2.0, seed=11)
+    return path
+
+
+@dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+    marker: str
+
+
+def processes_with_marker(marker: str) -> list[str]:
+    """Every live process whose environment carries `marker`: what a run left behind."""
+    found = []
+    needle = f"{MARKER_ENV}={marker}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes():
+                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name}: {command}")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return found
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {message}")
+        time.sleep(interval)
+
+
+def cli_env(marker: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env[MARKER_ENV] = marker
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
+    env.pop("STREAM_PROCESSOR_BROKER", None)
+    return env
+
+
+def start_cli(args: list[str], cwd: Path, marker: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd,
+        env=cli_env(marker),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
+
+
+@pytest.fixture
+def run_cli(tmp_path):
+    """Run `python run.py ARGS` as a real process; afterwards, assert it left nothing behind."""
+    markers = []
+
+    def run(args: list[str], timeout: float = 120) -> Finished:
+        marker = uuid.uuid4().hex
+        markers.append(marker)
+        process = start_cli(args, tmp_path, marker)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+            raise AssertionError(f"run.py {' '.join(args)} timed out; stderr:\n{stderr}") from None
+        return Finished(process.returncode, stdout, stderr, marker)
+
+    yield run
+    for marker in markers:
+        wait_until(lambda m=marker: not processes_with_marker(m), timeout=10, message="the run's processes to exit")
