@@ -199,7 +199,6 @@ def test_workers_started_elsewhere_serve_a_run_with_workers_0(run_cli, small_rec
     queue = f"stream_processor.test.{uuid.uuid4().hex[:8]}"
     marker = uuid.uuid4().hex
 
-
     worker = subprocess.Popen(
         [
             sys.executable,
