@@ -8,6 +8,7 @@ one offset may repeat (at-least-once engines); the caller keeps the first.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -46,7 +47,9 @@ class LocalExecutor:
 
     def _run(self, offset: int, event: dict[str, Any]) -> None:
         try:
-            value = self.function(event)
+            # A copy, as a remote worker gets one: a task that edits the event in place
+            # must not edit the caller's original, which decides "unchanged".
+            value = self.function(json.loads(json.dumps(event)))
         except Exception as exc:  # the event gets an error record; the stream goes on
             self._on_complete(offset, False, describe_error(exc))
         else:

@@ -20,10 +20,10 @@ def process_file(input_path: Path, options: RunOptions, show_progress: bool = Tr
     """Run every event of `input_path` through the pipeline; return the run's report."""
     options.check()
     open_recording(input_path).close()  # a missing file fails now, before anything starts
-    with pipeline(options) as run, Progress(show_progress) as progress:
+    progress = Progress(show_progress)
+    with progress, pipeline(options, on_written=progress.on_written) as run:
         if options.task == DEFAULT_TASK and options.workers:
             run.stats.ideal = IdealSchedule(options.workers)
-        run.processor.on_written = _chain(run.processor.on_written, progress.on_written)
         for record in read_records(input_path, start=run.start_offset, validate=options.validator()):
             if record.error:
                 log.error("%s:%d: %s", input_path, record.line_number, record.error)
@@ -42,13 +42,3 @@ def _duration(record, options: RunOptions) -> float | None:
     if options.task != DEFAULT_TASK:
         return None
     return 0.0 if record.error else record.event["wait"] * options.time_scale
-
-
-def _chain(*callbacks):
-    live = [callback for callback in callbacks if callback]
-
-    def call_all(*args):
-        for callback in live:
-            callback(*args)
-
-    return call_all

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from stream_processor import broker as brokers
 from stream_processor.celery_executor import CeleryExecutor, delete_queue
-from stream_processor.processor import StreamProcessor
+from stream_processor.processor import OnWritten, StreamProcessor
 from stream_processor.records import Validator, check_wait
 from stream_processor.report import RunStats
 from stream_processor.sink import JsonlSink
@@ -60,7 +60,8 @@ class Pipeline:
 
 
 @contextmanager
-def pipeline(options: RunOptions) -> Iterator[Pipeline]:
+def pipeline(options: RunOptions, on_written: OnWritten | None = None) -> Iterator[Pipeline]:
+    """Start what `options` asks for; `on_written` is called per line, after the run's stats."""
     stats = RunStats()
     with ExitStack() as stack:
         broker_url = stack.enter_context(brokers.broker_for_run(options.broker))
@@ -75,8 +76,19 @@ def pipeline(options: RunOptions) -> Iterator[Pipeline]:
             log.info("resuming %s after %d complete lines", options.output, sink.start_offset)
         executor = CeleryExecutor(broker_url, options.task, options.time_scale, queue)
         processor = StreamProcessor(
-            executor, sink, options.max_in_flight, start_offset=sink.start_offset, on_written=stats.on_written
+            executor, sink, options.max_in_flight, start_offset=sink.start_offset, on_written=_both(stats, on_written)
         )
         processor.start()
         stack.callback(processor.close)
         yield Pipeline(processor, stats, broker_name, sink.start_offset)
+
+
+def _both(stats: RunStats, on_written: OnWritten | None) -> OnWritten:
+    if on_written is None:
+        return stats.on_written
+
+    def record_and_notify(offset: int, latency_s: float, is_error: bool) -> None:
+        stats.on_written(offset, latency_s, is_error)
+        on_written(offset, latency_s, is_error)
+
+    return record_and_notify

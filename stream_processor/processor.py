@@ -88,7 +88,8 @@ class StreamProcessor:
             self._buffer.admit(record.offset)
             self._in_flight[record.offset] = _InFlight(record.raw, record.event, self.clock())
         if record.error is not None:
-            self._complete(record.offset, False, record.error)
+            self._complete_or_record_failure(record.offset, False, record.error)
+            self._raise_failure()
         else:
             self.executor.submit(record.offset, record.event)
 
@@ -101,9 +102,12 @@ class StreamProcessor:
         """Executor callback, from any thread."""
         if not ok:
             log.warning("event at offset %d failed: %s", offset, value)
+        self._complete_or_record_failure(offset, ok, value)
+
+    def _complete_or_record_failure(self, offset: int, ok: bool, value: Any) -> None:
         try:
             self._complete(offset, ok, value)
-        except BaseException as exc:  # e.g. the disk is full: stop the run, loudly
+        except Exception as exc:  # e.g. the disk is full: stop the run, loudly
             with self._changed:
                 self._failure = self._failure or exc
                 self._changed.notify_all()
@@ -125,7 +129,8 @@ class StreamProcessor:
         if value == entry.event:
             return entry.raw, False  # unchanged: pass the line through byte for byte
         try:
-            return json.dumps(value, ensure_ascii=False).encode(), False
+            # allow_nan=False: NaN and Infinity are not JSON; such a result is an error.
+            return json.dumps(value, ensure_ascii=False, allow_nan=False).encode(), False
         except (TypeError, ValueError) as exc:
             message = f"result is not JSON-serialisable: {exc}"
             return json.dumps(error_record(offset, message, entry.event)).encode(), True

@@ -18,6 +18,7 @@ from stream_processor.ideal import IdealSchedule
 
 _BUCKET_GROWTH = 1.01  # bucket edges grow by 1 %; a bucket's midpoint is within 0.5 %
 _SMALLEST_S = 1e-6
+_LARGEST_S = 1e9  # anything longer (or infinite) shares the top bucket; the maximum stays exact
 
 
 class LatencyHistogram:
@@ -39,7 +40,7 @@ class LatencyHistogram:
     def _bucket(seconds: float) -> int:
         if seconds <= _SMALLEST_S:
             return -1
-        return int(math.log(seconds / _SMALLEST_S, _BUCKET_GROWTH))
+        return int(math.log(min(seconds, _LARGEST_S) / _SMALLEST_S, _BUCKET_GROWTH))
 
     @staticmethod
     def _value(bucket: int) -> float:
@@ -155,4 +156,6 @@ def summary_text(report: dict[str, Any]) -> str:
 def _ideal_text(report: dict[str, Any]) -> str:
     if report.get("ideal_span_s") is None:
         return ""
-    return f"   (zero-overhead ideal {report['ideal_span_s']:.2f} s, efficiency {report['efficiency']:.1%})"
+    efficiency = report.get("efficiency")
+    share = f", efficiency {efficiency:.1%}" if efficiency is not None else ""
+    return f"   (zero-overhead ideal {report['ideal_span_s']:.2f} s{share})"

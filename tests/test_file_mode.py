@@ -245,3 +245,37 @@ def test_workers_started_elsewhere_serve_a_run_with_workers_0(run_cli, small_rec
         except subprocess.TimeoutExpired:
             worker.kill()
     wait_until(lambda: not processes_with_marker(marker), timeout=10, message="the worker's pool to exit")
+
+
+def test_a_recording_shaped_like_the_real_feed_comes_out_identical(run_cli, tmp_path):
+    # Real RCStream recordings: timestamps out of order, null fields, \uXXXX escapes,
+    # integer waits, other spacing than json.dumps would write.
+    lines = [
+        b'{"id": 3, "timestamp": 1480000010, "title": "Caf\\u00e9 \\u6771\\u4eac", "wait": 0, "user": null}',
+        b'{"id":1,"timestamp":1480000002,"title":"Z\\u00fcrich","comment":null,"wait":1}',
+        b'{"id": 2, "timestamp": 1480000005, "length": {"old": null, "new": 12}, "wait": 0.5, "bot": false}',
+        b'{"id": 4,   "timestamp": 1480000001, "wait": 2, "revision": {"old": null, "new": 7}}',
+    ]
+    recording = tmp_path / "real_like.json"
+    recording.write_bytes(b"\n".join(lines) + b"\n")
+    output = tmp_path / "out.json"
+    run = run_cli(["--input", str(recording), "--output", str(output)] + FAST)
+    assert run.returncode == 0, run.stderr
+    assert output.read_bytes() == recording.read_bytes()
+
+
+def test_verify_names_the_first_differing_line_or_the_count(small_recording, tmp_path):
+    def verify(output: bytes) -> subprocess.CompletedProcess:
+        path = tmp_path / "out.json"
+        path.write_bytes(output)
+        command = [sys.executable, "-m", "stream_processor", "verify", str(small_recording), str(path)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    original = small_recording.read_bytes()
+    lines = original.splitlines(keepends=True)
+    assert verify(original).returncode == 0
+    swapped = b"".join([lines[0], lines[2], lines[1], *lines[3:]])
+    result = verify(swapped)
+    assert result.returncode == 1 and "line 2" in result.stderr
+    result = verify(b"".join(lines[:-1]))
+    assert result.returncode == 1 and f"output has {len(lines) - 1} lines, input {len(lines)}" in result.stderr

@@ -539,6 +539,14 @@ def test_a_failing_sink_makes_drain_raise_instead_of_hanging(tmp_path, runs):
         run.processor.submit(make_record(1, {"id": 1}))
 
 
+def test_a_failing_sink_on_a_bad_input_record_fails_submit_and_every_later_drain(runs):
+    run = runs(ManualExecutor(), sink=FailingSink())
+    with pytest.raises(RuntimeError, match="No space left"):
+        run.processor.submit(bad_record(0))
+    with pytest.raises(RuntimeError, match="No space left"):
+        run.processor.drain(TIMEOUT)  # not a silent success with nothing written
+
+
 def test_a_failing_sink_wakes_a_drain_that_waits_without_timeout(runs, gates):
     sink = FailingSink()
     executor = ObservedExecutor(gates.task(), max_workers=2)
@@ -572,28 +580,23 @@ def test_a_failing_sink_wakes_a_submit_blocked_on_a_full_window(runs, gates):
     assert len(failures) == 1 and isinstance(failures[0], RuntimeError)
 
 
-# -- bugs ------------------------------------------------------------------------------
+# -- regressions: bugs found while writing these tests -----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a result holding NaN/Infinity is written as the non-JSON literal NaN "
-    "(json.dumps without allow_nan=False) instead of an error record",
-)
 def test_a_result_with_nan_is_never_written_as_invalid_json(runs):
+    # Was: json.dumps without allow_nan=False wrote the non-JSON literal NaN.
     run = runs(LocalExecutor(lambda event: {"id": event["id"], "score": float("nan")}, max_workers=1))
     run.processor.submit(make_record(0, {"id": 5}))
     assert run.processor.drain(TIMEOUT)
     (line,) = run.lines()
-    strict_json(line)  # raises ValueError on the NaN literal
+    record = strict_json(line)  # raises ValueError on a NaN literal
+    assert record["offset"] == 0 and record["id"] == 5 and "error" in record
+    assert run.processor.errors == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: LocalExecutor hands the task the processor's own event dict, so a task that "
-    "changes the event in place and returns it is taken as unchanged and the old raw line is written",
-)
 def test_a_task_that_changes_the_event_in_place_has_its_change_written(runs):
+    # Was: the task got the processor's own event dict, so an in-place change compared
+    # equal to "the original" and the old raw line was written.
     def add_score(event):
         event["score"] = 1
         return event
