@@ -45,6 +45,8 @@ class RunOptions:
             raise ValueError("--time-scale must be a non-negative number")
         if self.workers:
             load_function(self.task)  # the local workers will import it: fail here, clearly
+        elif brokers.resolve_broker(self.broker) is None:
+            raise ValueError("--workers 0 needs --broker URL: workers elsewhere cannot reach the embedded broker")
 
     def validator(self) -> Validator | None:
         """Events must carry a valid `wait` only for the reference task, which reads it."""

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from contextlib import contextmanager
 
 import pytest
 from conftest import cli_env, processes_with_marker, start_cli, wait_until
@@ -80,6 +81,8 @@ def test_a_missing_input_file_is_one_line_and_exit_2(run_cli, tmp_path):
 def test_bad_flags_are_usage_errors(run_cli, small_recording):
     assert run_cli(["--input", str(small_recording), "--workers", "-1"]).returncode == 2
     assert run_cli(["--input", str(small_recording), "--task", "no_such_module:fn"]).returncode == 2
+    without_broker = run_cli(["--input", str(small_recording), "--workers", "0"])
+    assert without_broker.returncode == 2 and "--broker" in without_broker.stderr
 
 
 def test_a_user_task_transforms_events_in_order(run_cli, small_recording, tmp_path):
@@ -131,32 +134,27 @@ def test_resume_continues_after_the_last_complete_line(run_cli, small_recording,
     assert report_events == len(lines) - 20
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
-def test_an_interrupted_run_stops_everything_and_keeps_an_ordered_prefix(small_recording, tmp_path, stop_signal):
+@contextmanager
+def slow_run_with_a_first_line(recording, tmp_path):
+    """A run at full speed on 2 workers, yielded once it has written its first line."""
     output = tmp_path / "out.json"
     marker = uuid.uuid4().hex
-    process = start_cli(
-        [
-            "--input",
-            str(small_recording),
-            "--output",
-            str(output),
-            "--workers",
-            "2",
-            "--time-scale",
-            "1",
-            "--no-progress",
-        ],
-        tmp_path,
-        marker,
-    )
+    args = ["--input", str(recording), "--output", str(output), "--workers", "2", "--time-scale", "1", "--no-progress"]
+    process = start_cli(args, tmp_path, marker)
     try:
         wait_until(lambda: output.exists() and output.stat().st_size > 0, timeout=60, message="a first line")
-        process.send_signal(stop_signal)
-        process.communicate(timeout=30)
+        yield process, output, marker
     finally:
         if process.poll() is None:
             process.kill()
+            process.communicate()
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_run_stops_everything_and_keeps_an_ordered_prefix(small_recording, tmp_path, stop_signal):
+    with slow_run_with_a_first_line(small_recording, tmp_path) as (process, output, marker):
+        process.send_signal(stop_signal)
+        process.communicate(timeout=30)
     assert process.returncode == 130
     wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
     written = read_lines(output)
@@ -165,31 +163,10 @@ def test_an_interrupted_run_stops_everything_and_keeps_an_ordered_prefix(small_r
 
 
 def test_a_killed_run_takes_its_workers_and_broker_with_it(small_recording, tmp_path):
-    output = tmp_path / "out.json"
-    marker = uuid.uuid4().hex
-    process = start_cli(
-        [
-            "--input",
-            str(small_recording),
-            "--output",
-            str(output),
-            "--workers",
-            "2",
-            "--time-scale",
-            "1",
-            "--no-progress",
-        ],
-        tmp_path,
-        marker,
-    )
-    try:
-        wait_until(lambda: output.exists() and output.stat().st_size > 0, timeout=60, message="a first line")
+    with slow_run_with_a_first_line(small_recording, tmp_path) as (process, output, marker):
         assert len(processes_with_marker(marker)) >= 4  # run.py, redis-server, worker, 2 pool processes
         process.kill()
         process.communicate(timeout=10)
-    finally:
-        if process.poll() is None:
-            process.kill()
     wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no orphan after kill -9")
     # The output is a clean, ordered prefix that --resume can continue from.
     assert resume_point(output) == len(read_lines(output))
