@@ -64,10 +64,6 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis+socket://{self.socket_path}"
 
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process else None
-
     def start(self) -> EmbeddedRedis:
         self._dir = Path(tempfile.mkdtemp(prefix="stream-processor-redis-"))
         config = self._dir / "redis.conf"
