@@ -133,11 +133,11 @@ class EmbeddedRedis:
 
 
 @contextmanager
-def broker_for_run(cli_value: str | None) -> Iterator[str]:
-    """Yield the broker URL for a run, starting and stopping the embedded one if needed."""
+def broker_for_run(cli_value: str | None) -> Iterator[tuple[str, str]]:
+    """Yield (URL, name fit for reports) for a run, starting and stopping the embedded one if needed."""
     external = resolve_broker(cli_value)
     if external:
-        yield external
+        yield external, describe(external)
         return
     with EmbeddedRedis() as embedded:
-        yield embedded.url
+        yield embedded.url, "embedded redis"

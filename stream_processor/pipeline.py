@@ -48,9 +48,13 @@ class RunOptions:
         elif brokers.resolve_broker(self.broker) is None:
             raise ValueError("--workers 0 needs --broker URL: workers elsewhere cannot reach the embedded broker")
 
+    @property
+    def runs_reference_task(self) -> bool:
+        return self.task == DEFAULT_TASK
+
     def validator(self) -> Validator | None:
         """Events must carry a valid `wait` only for the reference task, which reads it."""
-        return check_wait if self.task == DEFAULT_TASK else None
+        return check_wait if self.runs_reference_task else None
 
 
 @dataclass
@@ -66,8 +70,7 @@ def pipeline(options: RunOptions, on_written: OnWritten | None = None) -> Iterat
     """Start what `options` asks for; `on_written` is called per line, after the run's stats."""
     stats = RunStats()
     with ExitStack() as stack:
-        broker_url = stack.enter_context(brokers.broker_for_run(options.broker))
-        broker_name = brokers.describe(broker_url) if brokers.resolve_broker(options.broker) else "embedded redis"
+        broker_url, broker_name = stack.enter_context(brokers.broker_for_run(options.broker))
         queue = options.queue
         if options.workers:
             queue = f"{RUN_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}"

@@ -7,41 +7,43 @@ import time
 
 from tqdm import tqdm
 
+REFRESH_S = 0.2  # redraw the figures at most this often: the bar must not slow the stream
+
 
 class Progress:
-    def __init__(self, enabled: bool = True, total: int | None = None) -> None:
+    def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled and sys.stderr.isatty()
         self._bar: tqdm | None = None
-        self._total = total
         self.received = 0
-        self._last_refresh = 0.0
+        self.written = 0
         self._lag_s = 0.0
-        self._in_flight = 0
+        self._last_refresh = 0.0
 
     def __enter__(self) -> Progress:
         if self.enabled:
-            self._bar = tqdm(total=self._total, unit="ev", desc="written", file=sys.stderr, smoothing=0.1)
+            self._bar = tqdm(unit="ev", desc="written", file=sys.stderr, smoothing=0.1)
         return self
 
-    def on_received(self, in_flight: int) -> None:
+    def on_received(self) -> None:
         self.received += 1
-        self._in_flight = in_flight + 1
         self._maybe_refresh()
 
     def on_written(self, offset: int, latency_s: float, is_error: bool) -> None:
+        self.written += 1
+        self._lag_s = latency_s
         if self._bar is not None:
             self._bar.update(1)
-            self._lag_s = latency_s
-            self._in_flight = max(0, self._in_flight - 1)
-            self._maybe_refresh()
+        self._maybe_refresh()
 
-    def _maybe_refresh(self) -> None:
+    def _maybe_refresh(self, force: bool = False) -> None:
         now = time.monotonic()
-        if self._bar is None or now - self._last_refresh < 0.2:
+        if self._bar is None or (now - self._last_refresh < REFRESH_S and not force):
             return
         self._last_refresh = now
-        self._bar.set_postfix(received=self.received, in_flight=self._in_flight, lag=f"{self._lag_s:.2f}s")
+        in_flight = self.received - self.written
+        self._bar.set_postfix(received=self.received, in_flight=in_flight, lag=f"{self._lag_s:.2f}s")
 
     def __exit__(self, *exc_info) -> None:
         if self._bar is not None:
+            self._maybe_refresh(force=True)  # the last figures, not the last throttled ones
             self._bar.close()

@@ -10,17 +10,17 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from stream_processor.records import count_lines
+
 
 def resume_point(path: str | Path) -> int:
     """Cut a torn last line off `path` and return how many complete lines it holds."""
     try:
         with open(path, "rb+") as stream:
-            data_end = _end_of_last_complete_line(stream)
-            stream.truncate(data_end)
-            stream.seek(0)
-            return sum(chunk.count(b"\n") for chunk in iter(lambda: stream.read(1 << 20), b""))
+            stream.truncate(_end_of_last_complete_line(stream))
     except FileNotFoundError:
         return 0
+    return count_lines(path)
 
 
 def _end_of_last_complete_line(stream) -> int:
