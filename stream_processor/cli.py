@@ -7,6 +7,7 @@ Exit codes: 0 all events done; 3 output complete but some events hold error reco
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
@@ -44,6 +45,20 @@ def _non_negative_float(text: str) -> float:
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _add_pacing_flags(parser: argparse.ArgumentParser, default_speed: float) -> None:
+    parser.add_argument("--realtime", action="store_true", help="pace events by their timestamps")
+    parser.add_argument(
+        "--speed", type=_positive_float, default=default_speed, help="with --realtime: X times real time (default 1)"
+    )
 
 
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
@@ -97,6 +112,28 @@ def build_parser() -> argparse.ArgumentParser:
     process.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording (JSON Lines)")
     _add_run_flags(process)
 
+    run = commands.add_parser("run", help="all in one: replay server, workers, client (streaming mode)")
+    run.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording to replay")
+    run.add_argument("--url", default=None, help="consume this server instead of starting one")
+    _add_pacing_flags(run, default_speed=1.0)
+    _add_run_flags(run)
+
+    consume = commands.add_parser("consume", help="process the events of a replay server, in order")
+    consume.add_argument("--url", default="http://127.0.0.1:5000", help="the server (default %(default)s)")
+    consume.add_argument("--realtime", action="store_true", default=None, help="ask the server to pace the replay")
+    consume.add_argument("--speed", type=_positive_float, default=None, help="ask for X times real time")
+    _add_run_flags(consume)
+
+    serve = commands.add_parser("serve", help="replay a recording over Socket.IO (RCStream protocol, /rc)")
+    serve.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording to replay")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    serve.add_argument("--port", type=_non_negative_int, default=5000, help="port (0: any free one; default 5000)")
+    serve.add_argument("--loop", action="store_true", help="replay forever")
+    serve.add_argument(
+        "--window", type=_positive_int, default=1000, help="unacknowledged events held per client (default 1000)"
+    )
+    _add_pacing_flags(serve, default_speed=1.0)
+
     worker = commands.add_parser("worker", help="start a Celery worker for runs with --workers 0")
     worker.add_argument("--broker", default=None, help=f"broker URL (default: ${BROKER_ENV})")
     worker.add_argument("--concurrency", type=_positive_int, default=os.cpu_count() or 1)
@@ -147,13 +184,10 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def cmd_process(args: argparse.Namespace) -> int:
-    from stream_processor.file_mode import process_file
+def _run_options(args: argparse.Namespace):
     from stream_processor.pipeline import RunOptions
-    from stream_processor.records import InputFileError
-    from stream_processor.report import summary_text
 
-    options = RunOptions(
+    return RunOptions(
         output=args.output,
         workers=args.workers,
         broker=args.broker,
@@ -164,12 +198,60 @@ def cmd_process(args: argparse.Namespace) -> int:
         resume=args.resume,
         queue=args.queue,
     )
+
+
+def _run_and_summarise(run, *run_args, **run_kwargs) -> int:
+    """Call a run function, print its summary, map the outcome to an exit code."""
+    from stream_processor.records import InputFileError
+    from stream_processor.report import summary_text
+
     try:
-        report = process_file(args.input, options, show_progress=not args.no_progress)
+        report = run(*run_args, **run_kwargs)
     except (InputFileError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     print(summary_text(report))
     return EXIT_EVENT_ERRORS if report["errors"] else EXIT_OK
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from stream_processor.file_mode import process_file
+
+    return _run_and_summarise(process_file, args.input, _run_options(args), show_progress=not args.no_progress)
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from stream_processor.streaming import consume
+
+    return _run_and_summarise(
+        consume, args.url, _run_options(args), args.realtime, args.speed, show_progress=not args.no_progress
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream_processor.streaming import run_streaming
+
+    return _run_and_summarise(
+        run_streaming,
+        args.input,
+        _run_options(args),
+        realtime=args.realtime,
+        speed=args.speed,
+        url=args.url,
+        show_progress=not args.no_progress,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stream_processor.records import InputFileError
+    from stream_processor.server import ReplayServer
+
+    try:
+        server = ReplayServer(args.input, realtime=args.realtime, speed=args.speed, loop=args.loop, window=args.window)
+    except InputFileError as exc:
+        raise UsageError(str(exc)) from None
+    with contextlib.suppress(KeyboardInterrupt, Terminated):  # the normal way to stop a server
+        server.serve(args.host, args.port, on_listening=lambda url: print(f"serving {url}/rc", flush=True))
+    return EXIT_OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -213,6 +295,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "process": cmd_process,
+    "run": cmd_run,
+    "consume": cmd_consume,
+    "serve": cmd_serve,
     "worker": cmd_worker,
     "verify": cmd_verify,
     "generate": cmd_generate,

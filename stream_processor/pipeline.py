@@ -10,12 +10,14 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from stream_processor import broker as brokers
 from stream_processor.celery_executor import CeleryExecutor, delete_queue
+from stream_processor.ideal import IdealSchedule
 from stream_processor.processor import OnWritten, StreamProcessor
-from stream_processor.records import Validator, check_wait
-from stream_processor.report import RunStats
+from stream_processor.records import Record, Validator, check_wait
+from stream_processor.report import RunStats, build_report, write_report
 from stream_processor.sink import JsonlSink
 from stream_processor.tasks import DEFAULT_TASK, QUEUE, RUN_QUEUE_PREFIX, load_function, task_queue
 from stream_processor.workers import LocalWorkers
@@ -52,6 +54,12 @@ class RunOptions:
     def runs_reference_task(self) -> bool:
         return self.task == DEFAULT_TASK
 
+    def duration_of(self, record: Record) -> float | None:
+        """The reference task's run time for this event (0 for a bad line, never sent); None if unknown."""
+        if not self.runs_reference_task:
+            return None
+        return 0.0 if record.error else record.event["wait"] * self.time_scale
+
     def validator(self) -> Validator | None:
         """Events must carry a valid `wait` only for the reference task, which reads it."""
         return check_wait if self.runs_reference_task else None
@@ -59,16 +67,33 @@ class RunOptions:
 
 @dataclass
 class Pipeline:
+    options: RunOptions
     processor: StreamProcessor
     stats: RunStats
     broker_name: str
     start_offset: int
+
+    def take(self, record: Record, arrival_s: float = 0.0, source: str = "input") -> None:
+        """One event in: counted, compared with the ideal, submitted (blocks on a full window)."""
+        if record.error:
+            log.error("%s:%d: %s", source, record.line_number, record.error)
+        self.stats.on_read(self.options.duration_of(record), arrival_s)
+        self.processor.submit(record)
+
+    def report(self, **extra: Any) -> dict[str, Any]:
+        """The run's figures (also written to --report); call it once everything has stopped."""
+        report = build_report(self.stats, self.options.workers, self.broker_name, **extra)
+        if self.options.report:
+            write_report(self.options.report, report)
+        return report
 
 
 @contextmanager
 def pipeline(options: RunOptions, on_written: OnWritten | None = None) -> Iterator[Pipeline]:
     """Start what `options` asks for; `on_written` is called per line, after the run's stats."""
     stats = RunStats()
+    if options.runs_reference_task and options.workers:
+        stats.ideal = IdealSchedule(options.workers)
     with ExitStack() as stack:
         broker_url, broker_name = stack.enter_context(brokers.broker_for_run(options.broker))
         queue = options.queue
@@ -85,7 +110,7 @@ def pipeline(options: RunOptions, on_written: OnWritten | None = None) -> Iterat
         )
         processor.start()
         stack.callback(processor.close)
-        yield Pipeline(processor, stats, broker_name, sink.start_offset)
+        yield Pipeline(options, processor, stats, broker_name, sink.start_offset)
 
 
 def _both(stats: RunStats, on_written: OnWritten | None) -> OnWritten:
