@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml setup.py
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) run.py
+	$(PY) run_streaming.py
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -184,6 +184,10 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
+def _raise_keyboard_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt()
+
+
 def _run_options(args: argparse.Namespace):
     from stream_processor.pipeline import RunOptions
 
@@ -249,7 +253,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         server = ReplayServer(args.input, realtime=args.realtime, speed=args.speed, loop=args.loop, window=args.window)
     except InputFileError as exc:
         raise UsageError(str(exc)) from None
-    with contextlib.suppress(KeyboardInterrupt, Terminated):  # the normal way to stop a server
+    # eventlet's hub passes only KeyboardInterrupt and SystemExit on to the main greenlet.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    with contextlib.suppress(KeyboardInterrupt):  # the normal way to stop a server
         server.serve(args.host, args.port, on_listening=lambda url: print(f"serving {url}/rc", flush=True))
     return EXIT_OK
 
