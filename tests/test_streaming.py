@@ -4,6 +4,7 @@ a real Celery worker on the embedded broker and on RabbitMQ."""
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import uuid
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import socketio
 from conftest import ROOT, cli_env, processes_with_marker, wait_until
 
@@ -204,3 +206,30 @@ def test_the_client_resumes_after_the_server_restarts_mid_stream(small_recording
     assert "reconnected" in stderr
     assert output.read_bytes() == small_recording.read_bytes()
     wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
+
+
+JS_DIR = Path(__file__).resolve().parent / "js"
+
+
+def test_the_official_javascript_client_receives_in_order_and_resumes_from_an_offset(small_recording, tmp_path):
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if not npm or not node:
+        pytest.skip("node and npm are needed for the JavaScript client test")
+    work = tmp_path / "js"
+    shutil.copytree(JS_DIR, work, ignore=shutil.ignore_patterns("node_modules"))
+    install = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--silent"], cwd=work, capture_output=True, text=True, timeout=300
+    )
+    assert install.returncode == 0, install.stderr
+    ids = [json.loads(line)["id"] for line in small_recording.read_bytes().splitlines()]
+    with replay_server(small_recording) as (url, _):
+        run = subprocess.run(
+            [node, "replay_client.mjs", url, "10"], cwd=work, capture_output=True, text=True, timeout=90
+        )
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    changes = [line for line in lines if "offset" in line]
+    # In order, every offset once, across the disconnect and the resubscribe from offset 10.
+    assert [c["offset"] for c in changes] == list(range(len(ids)))
+    assert [c["id"] for c in changes] == ids
+    assert lines[-1] == {"end": len(ids) - 10}
