@@ -233,3 +233,27 @@ def test_the_official_javascript_client_receives_in_order_and_resumes_from_an_of
     assert [c["offset"] for c in changes] == list(range(len(ids)))
     assert [c["id"] for c in changes] == ids
     assert lines[-1] == {"end": len(ids) - 10}
+
+
+def test_the_server_holds_at_most_window_unacknowledged_events_per_client(small_recording):
+    changes, errors = [], []
+    with replay_server(small_recording, "--window", "5") as (url, _):
+        client = socketio.Client()
+        client.on("change", lambda line, offset: changes.append(offset), namespace=NAMESPACE)
+        client.on("error", lambda data: errors.append(data["message"]), namespace=NAMESPACE)
+        client.connect(url, namespaces=[NAMESPACE], transports=["websocket"])
+        try:
+            client.emit("subscribe", {"wikis": "*", "with_offsets": True, "raw": True}, namespace=NAMESPACE)
+            wait_until(lambda: len(changes) >= 5, timeout=10, message="the first window")
+            # A round trip through the server (a refused ack) while the replay, unpaced, had
+            # every chance to send more: it must still hold at the window.
+            client.emit("ack", -1, namespace=NAMESPACE)
+            wait_until(lambda: errors, timeout=10, message="the refused ack's error")
+            assert changes == [0, 1, 2, 3, 4]
+            client.emit("ack", 3, namespace=NAMESPACE)  # offsets 0..2 done: three more may go
+            wait_until(lambda: len(changes) >= 8, timeout=10, message="three more events")
+            client.emit("ack", -1, namespace=NAMESPACE)
+            wait_until(lambda: len(errors) >= 2, timeout=10, message="a second round trip")
+            assert changes == list(range(8))
+        finally:
+            client.disconnect()
