@@ -4,6 +4,7 @@ and finding any process a run left behind."""
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -85,6 +86,16 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, message: str =
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {message}")
         time.sleep(interval)
+
+
+def terminate(process: subprocess.Popen, marker: str, timeout: float = 20) -> None:
+    """SIGTERM, then SIGKILL if it lingers; then nothing carrying `marker` may be left."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
 
 
 def cli_env(marker: str) -> dict[str, str]:

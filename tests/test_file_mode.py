@@ -11,7 +11,7 @@ import uuid
 from contextlib import contextmanager
 
 import pytest
-from conftest import cli_env, processes_with_marker, start_cli, wait_until
+from conftest import cli_env, processes_with_marker, start_cli, terminate, wait_until
 
 from stream_processor.records import read_records
 from stream_processor.sink import resume_point
@@ -216,12 +216,7 @@ def test_workers_started_elsewhere_serve_a_run_with_workers_0(run_cli, small_rec
         assert run.returncode == 0, run.stderr
         assert output.read_bytes() == small_recording.read_bytes()
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-    wait_until(lambda: not processes_with_marker(marker), timeout=10, message="the worker's pool to exit")
+        terminate(worker, marker)
 
 
 def test_a_recording_shaped_like_the_real_feed_comes_out_identical(run_cli, tmp_path):

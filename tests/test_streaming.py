@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import socketio
-from conftest import ROOT, cli_env, processes_with_marker, wait_until
+from conftest import ROOT, cli_env, processes_with_marker, terminate, wait_until
 
 from stream_processor.generate import generate_file
 from stream_processor.protocol import NAMESPACE
@@ -50,13 +49,8 @@ def replay_server(recording: Path, *flags: str, port: int = 0):
         assert line.startswith("serving "), line
         yield line.split()[1].removesuffix("/rc"), process
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        terminate(process, marker, timeout=10)
         process.stdout.close()
-        wait_until(lambda: not processes_with_marker(marker), timeout=10, message="the server to exit")
 
 
 def test_run_streaming_writes_output_identical_to_the_recording(small_recording, broker_flag, tmp_path):
