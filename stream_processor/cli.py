@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 
 from stream_processor.broker import resolve_broker
+from stream_processor.processes import StartError
+from stream_processor.protocol import DEFAULT_MAX_PAYLOAD, TOKEN_ENV
 from stream_processor.tasks import BROKER_ENV, DEFAULT_TASK, QUEUE, QUEUE_ENV, TASK_ENV, load_function
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_EVENT_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -61,6 +63,14 @@ def _add_pacing_flags(parser: argparse.ArgumentParser, default_speed: float) -> 
     )
 
 
+def _add_token_flag(parser: argparse.ArgumentParser, role: str) -> None:
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"shared secret: {role} (default: ${TOKEN_ENV}; prefer it, a flag shows in `ps`)",
+    )
+
+
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("results.json"), help="ordered results (JSON Lines)")
     parser.add_argument(
@@ -93,6 +103,26 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         default=1000,
         help="events read but not yet written, at most (default 1000)",
     )
+    parser.add_argument(
+        "--retries",
+        type=_non_negative_int,
+        default=2,
+        help="run an event whose task raises up to N more times before its line gets an error record (default 2)",
+    )
+    parser.add_argument(
+        "--retry-backoff",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="S",
+        help="seconds before the first retry, doubling for each next one, at most 60 (default 1)",
+    )
+    parser.add_argument(
+        "--task-timeout",
+        type=_non_negative_float,
+        default=300.0,
+        metavar="S",
+        help="an event whose task runs longer gets an error record; not retried (default 300; 0 = no limit)",
+    )
     parser.add_argument("--report", type=Path, default=None, help="write the run's figures here as JSON")
     parser.add_argument(
         "--resume", action="store_true", help="continue after the last complete line of an existing --output"
@@ -115,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="all in one: replay server, workers, client (streaming mode)")
     run.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording to replay")
     run.add_argument("--url", default=None, help="consume this server instead of starting one")
+    _add_token_flag(run, "sent to --url's server (a server started here gets a random one)")
     _add_pacing_flags(run, default_speed=1.0)
     _add_run_flags(run)
 
@@ -122,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--url", default="http://127.0.0.1:5000", help="the server (default %(default)s)")
     consume.add_argument("--realtime", action="store_true", default=None, help="ask the server to pace the replay")
     consume.add_argument("--speed", type=_positive_float, default=None, help="ask for X times real time")
+    _add_token_flag(consume, "sent to the server when connecting")
     _add_run_flags(consume)
 
     serve = commands.add_parser("serve", help="replay a recording over Socket.IO (RCStream protocol, /rc)")
@@ -131,6 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--loop", action="store_true", help="replay forever")
     serve.add_argument(
         "--window", type=_positive_int, default=1000, help="unacknowledged events held per client (default 1000)"
+    )
+    _add_token_flag(serve, "refuse any client that does not send it")
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browsers from this origin, e.g. https://example.org (repeatable; default: same origin only)",
+    )
+    serve.add_argument(
+        "--max-payload",
+        type=_positive_int,
+        default=DEFAULT_MAX_PAYLOAD,
+        help="bytes a client may send in one message; a bigger one closes it (default %(default)s)",
     )
     _add_pacing_flags(serve, default_speed=1.0)
 
@@ -174,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"stream-processor: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except (ConnectionError, StartError) as exc:  # cannot reach or start a server, broker or worker
+        print(f"stream-processor: {exc}", file=sys.stderr)
+        return EXIT_UNEXPECTED
 
 
 class UsageError(Exception):
@@ -201,6 +250,9 @@ def _run_options(args: argparse.Namespace):
         report=args.report,
         resume=args.resume,
         queue=args.queue,
+        retries=args.retries,
+        retry_backoff_s=args.retry_backoff,
+        task_timeout_s=args.task_timeout or None,
     )
 
 
@@ -227,7 +279,13 @@ def cmd_consume(args: argparse.Namespace) -> int:
     from stream_processor.streaming import consume
 
     return _run_and_summarise(
-        consume, args.url, _run_options(args), args.realtime, args.speed, show_progress=not args.no_progress
+        consume,
+        args.url,
+        _run_options(args),
+        args.realtime,
+        args.speed,
+        show_progress=not args.no_progress,
+        token=args.token,
     )
 
 
@@ -242,6 +300,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         speed=args.speed,
         url=args.url,
         show_progress=not args.no_progress,
+        token=args.token,
     )
 
 
@@ -250,13 +309,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from stream_processor.server import ReplayServer
 
     try:
-        server = ReplayServer(args.input, realtime=args.realtime, speed=args.speed, loop=args.loop, window=args.window)
+        server = ReplayServer(
+            args.input,
+            realtime=args.realtime,
+            speed=args.speed,
+            loop=args.loop,
+            window=args.window,
+            cors_allowed_origins=args.cors_origin,
+            token=args.token,
+            max_payload=args.max_payload,
+        )
     except InputFileError as exc:
         raise UsageError(str(exc)) from None
     # eventlet's hub passes only KeyboardInterrupt and SystemExit on to the main greenlet.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     with contextlib.suppress(KeyboardInterrupt):  # the normal way to stop a server
-        server.serve(args.host, args.port, on_listening=lambda url: print(f"serving {url}/rc", flush=True))
+        try:
+            server.serve(args.host, args.port, on_listening=lambda url: print(f"serving {url}/rc", flush=True))
+        except OSError as exc:  # e.g. the port is taken
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
     return EXIT_OK
 
 

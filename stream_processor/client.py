@@ -46,6 +46,7 @@ class ReplayClient:
         speed: float | None = None,
         ack_every: int = 100,
         connect_timeout_s: float = 30.0,
+        token: str | None = None,
     ) -> None:
         self.url = url
         self.next_offset = start_offset  # the first offset not yet received
@@ -53,6 +54,8 @@ class ReplayClient:
         self.speed = speed
         self.ack_every = max(1, ack_every)
         self.connect_timeout_s = connect_timeout_s
+        self.token = token
+        self.refusal: str | None = None  # why the server refused us, if it did
         self.inbox: queue.Queue[Change | End] = queue.Queue()
         self.reconnects = 0
         self._acked = start_offset
@@ -60,6 +63,7 @@ class ReplayClient:
         self._connected_once = False
         self.sio = socketio.Client(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=2)
         self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
+        self.sio.on("connect_error", self._on_connect_error, namespace=NAMESPACE)
         self.sio.on("change", self._on_change, namespace=NAMESPACE)
         self.sio.on("end", self._on_end, namespace=NAMESPACE)
         self.sio.on("error", self._on_error, namespace=NAMESPACE)
@@ -67,9 +71,21 @@ class ReplayClient:
     # -- connection ----------------------------------------------------------------------
 
     def connect(self) -> None:
-        self.sio.connect(
-            self.url, namespaces=[NAMESPACE], transports=["websocket"], wait_timeout=self.connect_timeout_s
-        )
+        try:
+            self.sio.connect(
+                self.url,
+                namespaces=[NAMESPACE],
+                transports=["websocket"],
+                wait_timeout=self.connect_timeout_s,
+                auth={"token": self.token} if self.token else None,
+            )
+        except socketio.exceptions.ConnectionError as exc:
+            reason = self.refusal or str(exc)
+            raise ConnectionError(f"cannot subscribe to {self.url}{NAMESPACE}: {reason}") from None
+
+    def _on_connect_error(self, data: Any = None) -> None:
+        self.refusal = data.get("message") if isinstance(data, dict) else str(data)
+        log.error("%s refused the connection: %s", self.url, self.refusal)
 
     def close(self) -> None:
         self.sio.disconnect()

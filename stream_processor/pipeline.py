@@ -13,13 +13,21 @@ from pathlib import Path
 from typing import Any
 
 from stream_processor import broker as brokers
-from stream_processor.celery_executor import CeleryExecutor, delete_queue
+from stream_processor.celery_executor import CeleryExecutor, delete_queue, hard_time_limit
 from stream_processor.ideal import IdealSchedule
 from stream_processor.processor import OnWritten, StreamProcessor
 from stream_processor.records import Record, Validator, check_wait
 from stream_processor.report import RunStats, build_report, write_report
 from stream_processor.sink import JsonlSink
-from stream_processor.tasks import DEFAULT_TASK, QUEUE, RUN_QUEUE_PREFIX, load_function, task_queue
+from stream_processor.tasks import (
+    DEFAULT_TASK,
+    DEFAULT_VISIBILITY_TIMEOUT_S,
+    QUEUE,
+    RETRY_BACKOFF_MAX_S,
+    RUN_QUEUE_PREFIX,
+    load_function,
+    task_queue,
+)
 from stream_processor.workers import LocalWorkers
 
 log = logging.getLogger(__name__)
@@ -36,6 +44,9 @@ class RunOptions:
     report: Path | None = None
     resume: bool = False
     queue: str = QUEUE  # where tasks go when the workers run elsewhere (--workers 0)
+    retries: int = 2
+    retry_backoff_s: float = 1.0
+    task_timeout_s: float | None = 300.0  # None or 0: no limit
 
     def check(self) -> None:
         """Reject bad settings before anything starts (usage errors, exit code 2)."""
@@ -45,6 +56,10 @@ class RunOptions:
             raise ValueError("--max-in-flight must be at least 1")
         if not self.time_scale >= 0:
             raise ValueError("--time-scale must be a non-negative number")
+        if self.retries < 0 or not self.retry_backoff_s >= 0:
+            raise ValueError("--retries and --retry-backoff must be 0 or more")
+        if self.task_timeout_s is not None and not self.task_timeout_s >= 0:
+            raise ValueError("--task-timeout must be 0 (none) or more")
         if self.workers:
             load_function(self.task)  # the local workers will import it: fail here, clearly
         elif brokers.resolve_broker(self.broker) is None:
@@ -94,23 +109,53 @@ def pipeline(options: RunOptions, on_written: OnWritten | None = None) -> Iterat
     stats = RunStats()
     if options.runs_reference_task and options.workers:
         stats.ideal = IdealSchedule(options.workers)
+    processor: StreamProcessor | None = None
+
+    def give_up(reason: Exception) -> None:  # a broker or worker that keeps dying ends the run
+        if processor is not None:
+            processor.fail(reason)
+
     with ExitStack() as stack:
-        broker_url, broker_name = stack.enter_context(brokers.broker_for_run(options.broker))
+        broker = stack.enter_context(brokers.broker_for_run(options.broker, on_give_up=give_up))
         queue = options.queue
         if options.workers:
             queue = f"{RUN_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}"
-            stack.callback(delete_queue, broker_url, task_queue(queue))  # runs after the workers stop
-            stack.enter_context(LocalWorkers(broker_url, options.workers, options.task, queue))
+            stack.callback(delete_queue, broker.url, task_queue(queue))  # runs after the workers stop
         sink = stack.enter_context(JsonlSink(options.output, resume=options.resume))
         if sink.start_offset:
             log.info("resuming %s after %d complete lines", options.output, sink.start_offset)
-        executor = CeleryExecutor(broker_url, options.task, options.time_scale, queue)
+        executor = CeleryExecutor(
+            broker.url,
+            options.task,
+            options.time_scale,
+            queue,
+            retries=options.retries,
+            backoff_s=options.retry_backoff_s,
+            task_timeout_s=options.task_timeout_s,
+        )
         processor = StreamProcessor(
             executor, sink, options.max_in_flight, start_offset=sink.start_offset, on_written=_both(stats, on_written)
         )
+        if options.workers:
+            stack.enter_context(_local_workers(options, broker, queue, give_up))
         processor.start()
         stack.callback(processor.close)
-        yield Pipeline(options, processor, stats, broker_name, sink.start_offset)
+        yield Pipeline(options, processor, stats, broker.name, sink.start_offset)
+
+
+def _local_workers(options: RunOptions, broker: brokers.RunBroker, queue: str, give_up) -> LocalWorkers:
+    hard_limit = hard_time_limit(options.task_timeout_s) if options.task_timeout_s else 0.0
+    return LocalWorkers(
+        broker.url,
+        options.workers,
+        options.task,
+        queue,
+        # Redis hands out again a task unacked this long: keep it well above any attempt.
+        visibility_timeout_s=max(DEFAULT_VISIBILITY_TIMEOUT_S, 2 * hard_limit + RETRY_BACKOFF_MAX_S),
+        # Our own Redis has no other consumer: a dead worker's tasks can go back at once.
+        after_crash=(lambda: brokers.requeue_unacked(broker.url)) if broker.embedded else None,
+        on_give_up=give_up,
+    )
 
 
 def _both(stats: RunStats, on_written: OnWritten | None) -> OnWritten:

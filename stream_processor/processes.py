@@ -14,9 +14,15 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
+
+
+class StartError(Exception):
+    """A process we own (broker, worker, server) did not start."""
 
 
 def set_parent_death_signal(signum: int) -> None:
@@ -62,3 +68,77 @@ def stop(process: subprocess.Popen, first_signal: int = signal.SIGTERM, grace_s:
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
+
+
+class Supervisor:
+    """Keeps one owned child running: when it dies unexpectedly, it is started again.
+
+    `start()` must return a running (and ready) child. `before_restart()` runs after a
+    crash, once whatever was left of the child is killed, and before the next start
+    (e.g. to hand the dead worker's tasks back to the queue). After `max_restarts`
+    within `window_s`, or a failed restart, it stops trying and calls `on_give_up`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        start: Callable[[], subprocess.Popen],
+        before_restart: Callable[[], None] | None = None,
+        on_give_up: Callable[[Exception], None] | None = None,
+        max_restarts: int = 5,
+        window_s: float = 60.0,
+    ) -> None:
+        self.name = name
+        self._start = start
+        self._before_restart = before_restart
+        self.on_give_up = on_give_up
+        self.max_restarts = max_restarts
+        self.window_s = window_s
+        self.restarts = 0
+        self.process: subprocess.Popen | None = None
+        self._restart_times: list[float] = []
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._watcher: threading.Thread | None = None
+
+    def start(self) -> Supervisor:
+        self.process = self._start()
+        # The watcher restarts children from its own thread, and their parent-death
+        # signal fires when that thread ends: it ends only once stop() has stopped them.
+        self._watcher = threading.Thread(target=self._watch, name=f"supervise-{self.name}", daemon=True)
+        self._watcher.start()
+        return self
+
+    def _watch(self) -> None:
+        while True:
+            code = self.process.wait()
+            with self._lock:
+                if self._stopping:
+                    return
+                log.warning("%s exited unexpectedly (code %s); starting it again", self.name, code)
+                try:
+                    self._restart()
+                except Exception as exc:
+                    log.error("%s: giving up: %s", self.name, exc)
+                    if self.on_give_up:
+                        self.on_give_up(exc)
+                    return
+
+    def _restart(self) -> None:
+        now = time.monotonic()
+        self._restart_times = [t for t in self._restart_times if now - t < self.window_s] + [now]
+        if len(self._restart_times) > self.max_restarts:
+            raise StartError(f"{self.name} died {len(self._restart_times)} times within {self.window_s:.0f} s")
+        stop(self.process, signal.SIGKILL, grace_s=0)  # anything the dead leader left behind
+        if self._before_restart:
+            self._before_restart()
+        self.process = self._start()
+        self.restarts += 1
+
+    def stop(self, first_signal: int = signal.SIGTERM, grace_s: float = 10.0) -> None:
+        with self._lock:
+            self._stopping = True
+            if self.process is not None:
+                stop(self.process, first_signal, grace_s)
+        if self._watcher is not None and self._watcher is not threading.current_thread():
+            self._watcher.join(timeout=grace_s + 5)

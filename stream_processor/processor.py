@@ -34,6 +34,10 @@ class _InFlight:
     read_at: float
 
 
+class RunFailed(RuntimeError):
+    """Writing results failed, or something the run needs could not be kept running."""
+
+
 def error_record(offset: int, message: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {"error": message, "offset": offset}
     if isinstance(event, dict) and "id" in event:
@@ -108,9 +112,7 @@ class StreamProcessor:
         try:
             self._complete(offset, ok, value)
         except Exception as exc:  # e.g. the disk is full: stop the run, loudly
-            with self._changed:
-                self._failure = self._failure or exc
-                self._changed.notify_all()
+            self.fail(exc)
 
     def _complete(self, offset: int, ok: bool, value: Any) -> None:
         with self._changed:
@@ -154,9 +156,15 @@ class StreamProcessor:
             self._raise_failure()
             return bool(done)
 
+    def fail(self, reason: BaseException) -> None:
+        """Stop the run from outside (a broker or worker that cannot be kept running)."""
+        with self._changed:
+            self._failure = self._failure or reason
+            self._changed.notify_all()
+
     def _raise_failure(self) -> None:
         if self._failure is not None:
-            raise RuntimeError(f"writing results failed: {self._failure}") from self._failure
+            raise RunFailed(f"the run cannot go on: {self._failure}") from self._failure
 
     def close(self) -> None:
         self.executor.close()

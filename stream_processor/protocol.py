@@ -10,6 +10,8 @@ from typing import Any
 
 NAMESPACE = "/rc"
 DEFAULT_WINDOW = 1000
+DEFAULT_MAX_PAYLOAD = 1_000_000  # bytes a client may send in one message (engine.io's limit)
+TOKEN_ENV = "STREAM_PROCESSOR_TOKEN"  # the shared secret, for servers and clients alike
 
 
 class SubscribeError(ValueError):

@@ -16,6 +16,8 @@ from typing import Any
 
 Validator = Callable[[dict[str, Any]], str | None]
 
+MAX_WAIT_S = 24 * 3600  # a longer `wait` is a typo or garbage, not an edit to score
+
 
 class InputFileError(Exception):
     """The recording itself cannot be read (missing, a directory, no permission)."""
@@ -55,7 +57,7 @@ def _reject_constant(name: str) -> float:
 
 
 def check_wait(event: dict[str, Any]) -> str | None:
-    """The reference task's contract: a finite, non-negative number of seconds in `wait`."""
+    """The reference task's contract: `wait` is a number of seconds, 0 to a day."""
     if "wait" not in event:
         return "missing field 'wait'"
     wait = event["wait"]
@@ -63,6 +65,8 @@ def check_wait(event: dict[str, Any]) -> str | None:
         return f"field 'wait' must be a number of seconds, got {json.dumps(wait)}"
     if not math.isfinite(wait) or wait < 0:
         return f"field 'wait' must be a non-negative number of seconds, got {wait}"
+    if wait > MAX_WAIT_S:
+        return f"field 'wait' is {wait:g} s, beyond the {MAX_WAIT_S} s limit"
     return None
 
 

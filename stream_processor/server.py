@@ -11,11 +11,16 @@ Protocol, namespace `/rc`:
   the server keeps at most `window` unacknowledged events in flight per client;
 - a bad request gets an `error` event with {"message": ...}; the connection stays up.
 
+Secure by default: it binds 127.0.0.1 unless told otherwise; with a token, a connect
+must carry `auth: {"token": ...}` or it is refused; no cross-origin browser may connect
+unless its origin is listed; a message over `max_payload` bytes closes that connection.
+
 Each subscriber gets its own replay, in its own green thread, from its own offset.
 """
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 import warnings
@@ -32,7 +37,14 @@ import eventlet.event
 import eventlet.wsgi
 import socketio
 
-from stream_processor.protocol import DEFAULT_WINDOW, NAMESPACE, SubscribeError, Subscription, parse_subscription
+from stream_processor.protocol import (
+    DEFAULT_MAX_PAYLOAD,
+    DEFAULT_WINDOW,
+    NAMESPACE,
+    SubscribeError,
+    Subscription,
+    parse_subscription,
+)
 from stream_processor.records import Record, count_lines, read_records
 from stream_processor.replay import ReplaySchedule
 from stream_processor.report import LatencyHistogram
@@ -72,18 +84,22 @@ class ReplayServer:
         loop: bool = False,
         window: int = DEFAULT_WINDOW,
         cors_allowed_origins: list[str] | None = None,
+        token: str | None = None,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
     ) -> None:
         self.recording = Path(recording)
         self.realtime = realtime
         self.speed = speed
         self.loop = loop
         self.window = window
+        self.token = token
         self.pacing_error = LatencyHistogram()  # seconds each paced event went out late
         self._lines = count_lines(self.recording)  # also fails now, clearly, if it is unreadable
         self._clients: dict[str, Client] = {}
         self.sio = socketio.Server(
             async_mode="eventlet",
-            cors_allowed_origins=cors_allowed_origins or [],
+            cors_allowed_origins=cors_allowed_origins or [],  # [] = same origin only
+            max_http_buffer_size=max_payload,
             logger=False,
             engineio_logger=False,
         )
@@ -100,7 +116,18 @@ class ReplayServer:
         self.sio.on("*", self._on_unknown, namespace=NAMESPACE)
 
     def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        if not self._authorised(auth):
+            log.warning("refused a connect from %s: wrong or missing token", environ.get("REMOTE_ADDR", "?"))
+            raise socketio.exceptions.ConnectionRefusedError("this server needs auth {token: ...}; wrong or missing")
         self._clients[sid] = Client()
+
+    def _authorised(self, auth: Any) -> bool:
+        if self.token is None:
+            return True
+        offered = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(offered, str):
+            return False
+        return hmac.compare_digest(offered.encode(), self.token.encode())  # no timing hints
 
     def _on_disconnect(self, sid: str, *reason: Any) -> None:
         client = self._clients.pop(sid, None)

@@ -7,6 +7,8 @@ stops) a replay server of its own on a free port, so one command does everything
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 import selectors
 import signal
 import subprocess
@@ -21,13 +23,14 @@ from stream_processor import processes
 from stream_processor.client import End, ReplayClient
 from stream_processor.pipeline import Pipeline, RunOptions, pipeline
 from stream_processor.progress import Progress
+from stream_processor.protocol import TOKEN_ENV
 from stream_processor.records import Record, open_recording, parse_event
 from stream_processor.replay import ReplaySchedule
 
 log = logging.getLogger(__name__)
 
 
-class ServerError(Exception):
+class ServerError(processes.StartError):
     """The local replay server did not start."""
 
 
@@ -37,6 +40,7 @@ def consume(
     realtime: bool | None = None,
     speed: float | None = None,
     show_progress: bool = True,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Subscribe to the replay at `url`, process every event in order; return the report."""
     options.check()
@@ -48,7 +52,9 @@ def consume(
         client.acknowledge(offset + 1, caught_up=offset + 1 >= client.next_offset)
 
     with progress, pipeline(options, on_written=on_written) as run:
-        client = ReplayClient(url, run.start_offset, realtime, speed, ack_every=max(1, options.max_in_flight // 10))
+        client = ReplayClient(
+            url, run.start_offset, realtime, speed, ack_every=max(1, options.max_in_flight // 10), token=token
+        )
         client.connect()
         try:
             _feed(run, client, progress, ReplaySchedule(speed or 1.0) if realtime else None)
@@ -82,23 +88,26 @@ def run_streaming(
     speed: float = 1.0,
     url: str | None = None,
     show_progress: bool = True,
+    token: str | None = None,
 ) -> dict[str, Any]:
     """Start a replay server for `input_path` (unless `url`), consume it, stop everything."""
     options.check()
     if url:
-        return consume(url, options, realtime, speed, show_progress)
+        return consume(url, options, realtime, speed, show_progress, token)
     open_recording(input_path).close()  # a missing file fails now, before anything starts
-    with local_server(input_path) as server_url:
-        report = consume(server_url, options, realtime, speed, show_progress)
+    token = token or secrets.token_urlsafe(24)  # our own server admits only us
+    with local_server(input_path, token) as server_url:
+        report = consume(server_url, options, realtime, speed, show_progress, token)
     report["input"] = str(input_path)
     return report
 
 
 @contextmanager
-def local_server(input_path: Path, start_timeout_s: float = 30.0) -> Iterator[str]:
+def local_server(input_path: Path, token: str, start_timeout_s: float = 30.0) -> Iterator[str]:
     """A replay server in a child process on a free localhost port; yields its URL."""
     command = [sys.executable, "-m", "stream_processor", "serve", "--input", str(input_path), "--port", "0"]
-    process = processes.spawn(command, stdout=subprocess.PIPE, text=True)
+    env = {**os.environ, TOKEN_ENV: token}  # not on the command line, where `ps` shows it
+    process = processes.spawn(command, stdout=subprocess.PIPE, text=True, env=env)
     try:
         yield _wait_for_url(process, start_timeout_s)
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.exceptions import SoftTimeLimitExceeded
 from celery.signals import worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
@@ -33,13 +34,18 @@ TASK_ENV = "STREAM_PROCESSOR_TASK"
 QUEUE_ENV = "STREAM_PROCESSOR_QUEUE"
 READY_FILE_ENV = "STREAM_PROCESSOR_READY_FILE"
 OWNED_ENV = "STREAM_PROCESSOR_DIE_WITH_PARENT"
+VISIBILITY_TIMEOUT_ENV = "STREAM_PROCESSOR_VISIBILITY_TIMEOUT"
 
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
 DEFAULT_TASK = "stream_processor.tasks:wait_and_return"
 TASK_NAME = "stream_processor.process"
+RETRY_BACKOFF_MAX_S = 60.0
 QUEUE = "stream_processor"  # shared by `--workers 0` runs and workers started on their own
 RUN_QUEUE_PREFIX = "stream_processor.run."  # a run's private queue, for its own workers
 RUN_QUEUE_TTL_S = 3600  # RabbitMQ drops a run's own queue after an hour unused (a crashed run)
+DEFAULT_VISIBILITY_TIMEOUT_S = 3600
+# Publishing waits out a broker restart (about a minute), then the run fails loudly.
+PUBLISH_RETRY_POLICY = {"max_retries": 60, "interval_start": 0, "interval_step": 0.5, "interval_max": 1.0}
 
 
 def task_queue(name: str) -> Queue:
@@ -67,16 +73,24 @@ def make_app(broker_url: str | None = None, queue: str | None = None, backend: s
         worker_prefetch_multiplier=1,
         task_default_queue=queue,
         task_queues=[task_queue(queue)],
-        result_persistent=False,
+        # Tasks and results are persistent messages on durable queues: a broker
+        # restart loses neither.
+        result_persistent=True,
+        task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         broker_connection_retry_on_startup=True,
+        broker_connection_max_retries=None,  # a worker waits for its broker to come back
         # Redis only: a task unacked for this long is handed out again. Keep it above
-        # any task's run time, or a long task is run twice.
-        broker_transport_options={"visibility_timeout": 3600},
+        # any task's time limit, or a long task is run twice.
+        broker_transport_options={"visibility_timeout": _visibility_timeout_s()},
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
     )
     return app
+
+
+def _visibility_timeout_s() -> float:
+    return float(os.environ.get(VISIBILITY_TIMEOUT_ENV) or DEFAULT_VISIBILITY_TIMEOUT_S)
 
 
 app = make_app()
@@ -114,19 +128,52 @@ def configured_task() -> tuple[str, Callable[..., Any], bool]:
     return path, function, "time_scale" in inspect.signature(function).parameters
 
 
+def backoff_before(attempt: int, backoff_s: float) -> float:
+    """Seconds to wait before attempt 2, 3, ...: backoff_s, then doubling, at most a minute."""
+    return min(RETRY_BACKOFF_MAX_S, backoff_s * 2 ** (attempt - 2))
+
+
 class TaskMismatch(Exception):
     """The submitter expects another function than the one this worker was started with."""
 
 
-@app.task(name=TASK_NAME)
-def process_event(event: dict[str, Any], time_scale: float = 1.0, expect: str = DEFAULT_TASK):
+class EventFailed(Exception):
+    """The function raised on every attempt; the message says what and how often."""
+
+
+class EventTimedOut(Exception):
+    """The function ran past the time limit the submitter set (--task-timeout)."""
+
+
+# Expected outcomes for one bad event: logged in a line, not with a traceback.
+@app.task(name=TASK_NAME, bind=True, throws=(TaskMismatch, EventFailed, EventTimedOut))
+def process_event(
+    self,
+    event: dict[str, Any],
+    time_scale: float = 1.0,
+    expect: str = DEFAULT_TASK,
+    retries: int = 0,
+    backoff_s: float = 1.0,
+):
     path, function, takes_time_scale = configured_task()
     if expect != path:
         # The message only names what it expects; it never chooses the code that runs.
         raise TaskMismatch(f"this worker runs {path}, the client expects {expect}")
-    if takes_time_scale:
-        return function(event, time_scale=time_scale)
-    return function(event)
+    try:
+        if takes_time_scale:
+            return function(event, time_scale=time_scale)
+        return function(event)
+    except SoftTimeLimitExceeded:
+        # Not retried: an event that ran out of time once would most likely again.
+        raise EventTimedOut(f"ran past its time limit of {self.request.timelimit[1]} s") from None
+    except Exception as exc:
+        attempt = self.request.retries + 1
+        if attempt > retries:
+            raise EventFailed(f"{type(exc).__name__}: {exc} (attempt {attempt} of {retries + 1})") from exc
+        # Same id, same reply queue, back through the broker after an exponential backoff.
+        countdown = backoff_before(attempt + 1, backoff_s)
+        log.warning("attempt %d failed (%s: %s); retrying in %.1f s", attempt, type(exc).__name__, exc, countdown)
+        raise self.retry(countdown=countdown, max_retries=retries) from exc
 
 
 @worker_ready.connect

@@ -10,13 +10,22 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from stream_processor import processes
-from stream_processor.tasks import BROKER_ENV, OWNED_ENV, QUEUE, QUEUE_ENV, READY_FILE_ENV, TASK_ENV
+from stream_processor.tasks import (
+    BROKER_ENV,
+    OWNED_ENV,
+    QUEUE,
+    QUEUE_ENV,
+    READY_FILE_ENV,
+    TASK_ENV,
+    VISIBILITY_TIMEOUT_ENV,
+)
 
 
-class WorkerError(Exception):
+class WorkerError(processes.StartError):
     """The local Celery worker did not start."""
 
 
@@ -45,7 +54,9 @@ class LocalWorkers:
     """One `celery worker` process with `concurrency` pool processes, owned by this run.
 
     It consumes a queue of the run's own, so runs sharing a broker never take each
-    other's events (they may run different tasks).
+    other's events (they may run different tasks). If it dies (a crash, an OOM kill),
+    it is started again; its unfinished tasks come back from the broker (acks_late),
+    or through `after_crash` where the broker needs telling.
     """
 
     def __init__(
@@ -56,6 +67,9 @@ class LocalWorkers:
         queue: str = QUEUE,
         start_timeout_s: float = 60.0,
         loglevel: str = "WARNING",
+        visibility_timeout_s: float | None = None,
+        after_crash: Callable[[], None] | None = None,
+        on_give_up: Callable[[Exception], None] | None = None,
     ) -> None:
         self.broker_url = broker_url
         self.concurrency = concurrency
@@ -63,12 +77,33 @@ class LocalWorkers:
         self.queue = queue
         self.start_timeout_s = start_timeout_s
         self.loglevel = loglevel
-        self.process: subprocess.Popen | None = None
+        self.visibility_timeout_s = visibility_timeout_s
+        self.after_crash = after_crash
+        self.on_give_up = on_give_up
+        self._supervisor: processes.Supervisor | None = None
         self._dir: Path | None = None
+
+    @property
+    def process(self) -> subprocess.Popen | None:
+        return self._supervisor.process if self._supervisor else None
+
+    @property
+    def restarts(self) -> int:
+        return self._supervisor.restarts if self._supervisor else 0
 
     def start(self) -> LocalWorkers:
         self._dir = Path(tempfile.mkdtemp(prefix="stream-processor-worker-"))
-        ready_file = self._dir / "ready"
+        self._supervisor = processes.Supervisor(
+            "celery worker", self._spawn_ready, before_restart=self.after_crash, on_give_up=self.on_give_up
+        )
+        try:
+            self._supervisor.start()
+        except BaseException:
+            self.stop(graceful=False)
+            raise
+        return self
+
+    def _environment(self, ready_file: Path) -> dict[str, str]:
         env = dict(os.environ)
         env.update(
             {
@@ -79,30 +114,37 @@ class LocalWorkers:
                 OWNED_ENV: "1",
             }
         )
+        if self.visibility_timeout_s:
+            env[VISIBILITY_TIMEOUT_ENV] = str(self.visibility_timeout_s)
+        return env
+
+    def _spawn_ready(self) -> subprocess.Popen:
+        """Start the worker and wait until it consumes (its ready file appears)."""
+        ready_file = self._dir / "ready"
+        ready_file.unlink(missing_ok=True)
         hostname = f"stream-processor-{uuid.uuid4().hex[:8]}@%h"
         # The worker's chatter goes to stderr, keeping stdout for the run's summary.
-        self.process = processes.spawn(
-            worker_command(self.concurrency, self.queue, hostname, self.loglevel), env=env, stdout=sys.stderr.fileno()
+        process = processes.spawn(
+            worker_command(self.concurrency, self.queue, hostname, self.loglevel),
+            env=self._environment(ready_file),
+            stdout=sys.stderr.fileno(),
         )
-        self._wait_until_ready(ready_file)
-        return self
-
-    def _wait_until_ready(self, ready_file: Path) -> None:
         deadline = time.monotonic() + self.start_timeout_s
         while not ready_file.exists():
-            if self.process.poll() is not None:
-                raise WorkerError(f"celery worker exited at start with code {self.process.returncode}")
+            if process.poll() is not None:
+                raise WorkerError(f"celery worker exited at start with code {process.returncode}")
             if time.monotonic() > deadline:
-                self.stop(graceful=False)
+                processes.stop(process, signal.SIGQUIT, grace_s=3.0)
                 raise WorkerError(f"celery worker not ready after {self.start_timeout_s:.0f} s")
             time.sleep(0.01)
+        return process
 
     def stop(self, graceful: bool = True) -> None:
         """Warm shutdown when all work is done; cold (SIGQUIT) on errors and interrupts."""
-        if self.process is not None:
+        if self._supervisor is not None:
             first = signal.SIGTERM if graceful else signal.SIGQUIT
-            processes.stop(self.process, first, grace_s=15.0 if graceful else 3.0)
-            self.process = None
+            self._supervisor.stop(first, grace_s=15.0 if graceful else 3.0)
+            self._supervisor = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

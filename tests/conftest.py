@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -65,16 +66,21 @@ class Finished:
 
 
 def processes_with_marker(marker: str) -> list[str]:
-    """Every live process whose environment carries `marker`: what a run left behind."""
+    """Every live process whose environment or command line carries `marker`: what a run left behind.
+
+    redis-server rewrites its process title over its environment, but its command line
+    names its socket, which lies under the run's TMPDIR (see cli_env), named for the marker.
+    """
     found = []
     needle = f"{MARKER_ENV}={marker}".encode()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            if needle in (entry / "environ").read_bytes():
-                command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                found.append(f"{entry.name}: {command}")
+            command = (entry / "cmdline").read_bytes()
+            if needle in (entry / "environ").read_bytes() or marker.encode() in command:
+                printable = command.replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name}: {printable}")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             continue
     return found
@@ -98,19 +104,29 @@ def terminate(process: subprocess.Popen, marker: str, timeout: float = 20) -> No
     wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
 
 
+def marked_temp_dir(marker: str) -> Path:
+    path = Path(tempfile.gettempdir()) / f"stream-processor-test-{marker}"
+    path.mkdir(exist_ok=True)
+    return path
+
+
 def cli_env(marker: str) -> dict[str, str]:
     env = dict(os.environ)
     env[MARKER_ENV] = marker
+    env["TMPDIR"] = str(marked_temp_dir(marker))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TESTS), env.get("PYTHONPATH")]))
     env.pop("STREAM_PROCESSOR_BROKER", None)
     return env
 
 
-def start_cli(args: list[str], cwd: Path, marker: str, **kwargs) -> subprocess.Popen:
+def start_cli(
+    args: list[str], cwd: Path, marker: str, script: str = "run.py", env: dict[str, str] | None = None, **kwargs
+) -> subprocess.Popen:
+    """`python SCRIPT ARGS` (a root script), its environment marked for finding leftovers."""
     return subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), *args],
+        [sys.executable, str(ROOT / script), *args],
         cwd=cwd,
-        env=cli_env(marker),
+        env={**cli_env(marker), **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

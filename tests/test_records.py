@@ -85,6 +85,8 @@ BAD_WAITS = [
     pytest.param(b'{"id": 7, "wait": [1]}', "[1]", id="list"),
     pytest.param(b'{"id": 7, "wait": NaN}', "NaN", id="nan"),
     pytest.param(b'{"id": 7, "wait": 1e999}', "inf", id="overflows-to-infinity"),
+    pytest.param(b'{"id": 7, "wait": 1e300}', "beyond the 86400 s limit", id="huge"),
+    pytest.param(b'{"id": 7, "wait": 86400.5}', "beyond", id="just-over-a-day"),
 ]
 
 
@@ -104,8 +106,8 @@ def test_check_wait_names_the_field_for_every_bad_value(bad):
     assert "'wait'" in problem
 
 
-@pytest.mark.parametrize("good", [0, 3, 0.0, 0.01, 10, 2.5, 10**6])
-def test_check_wait_accepts_non_negative_numbers_including_integers(good):
+@pytest.mark.parametrize("good", [0, 3, 0.0, 0.01, 10, 2.5, 86400])
+def test_check_wait_accepts_zero_to_a_day_including_integers(good):
     assert check_wait({"wait": good}) is None
 
 
