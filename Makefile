@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test chaos lint clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ lint: $(STAMP)
 
 test: lint
 	$(PY) -m pytest
+
+chaos: $(STAMP)
+	$(PY) -m pytest -m chaos tests/test_failures.py
 
 clean:
 	rm -rf $(VENV) results.json .pytest_cache .hypothesis

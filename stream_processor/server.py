@@ -98,7 +98,8 @@ class ReplayServer:
         self._clients: dict[str, Client] = {}
         self.sio = socketio.Server(
             async_mode="eventlet",
-            cors_allowed_origins=cors_allowed_origins or [],  # [] = same origin only
+            # None = same origin only; engine.io takes [] as "no CORS checks at all".
+            cors_allowed_origins=cors_allowed_origins or None,
             max_http_buffer_size=max_payload,
             logger=False,
             engineio_logger=False,

@@ -1,0 +1,240 @@
+"""Secure defaults, checked against real servers, workers and brokers: no pickle either
+way, a token when asked for, no cross-origin browsers, localhost unless told otherwise,
+and code chosen only by whoever starts the worker."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import pickle
+import queue
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import socketio
+from conftest import ROOT, cli_env, terminate
+from kombu import Connection, Exchange, Producer
+
+from stream_processor.broker import EmbeddedRedis
+from stream_processor.celery_executor import CeleryExecutor
+from stream_processor.generate import generate_file
+from stream_processor.protocol import NAMESPACE, TOKEN_ENV
+from stream_processor.tasks import DEFAULT_TASK, TASK_NAME, task_queue
+from stream_processor.workers import LocalWorkers
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("security") / "recording.json"
+    generate_file(path, minutes=0.1, rate=2.0, seed=5)
+    return path
+
+
+class ServerProcess:
+    def __init__(self, recording: Path, *flags: str, env: dict[str, str] | None = None):
+        self.marker = uuid.uuid4().hex
+        command = [sys.executable, str(ROOT / "socket_server.py"), "--input", str(recording), "--port", "0", *flags]
+        environment = {**cli_env(self.marker), **(env or {})}
+        self.process = subprocess.Popen(command, env=environment, stdout=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()
+        assert line.startswith("serving "), line
+        self.url = line.split()[1].removesuffix("/rc")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def close(self) -> None:
+        terminate(self.process, self.marker, timeout=10)
+        self.process.stdout.close()
+
+
+@pytest.fixture
+def serve(recording):
+    servers: list[ServerProcess] = []
+
+    def start(*flags: str, env: dict[str, str] | None = None) -> ServerProcess:
+        servers.append(ServerProcess(recording, *flags, env=env))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def connect(url: str, auth=None) -> socketio.Client:
+    client = socketio.Client(reconnection=False)
+    client.connect(url, namespaces=[NAMESPACE], transports=["websocket"], auth=auth, wait_timeout=10)
+    return client
+
+
+def first_change(client: socketio.Client) -> object:
+    changes: queue.Queue = queue.Queue()
+    client.on("change", lambda event: changes.put(event), namespace=NAMESPACE)
+    client.emit("subscribe", "*", namespace=NAMESPACE)
+    return changes.get(timeout=10)
+
+
+# -- the server ---------------------------------------------------------------------------
+
+
+def test_with_a_token_the_server_refuses_clients_without_it(serve):
+    server = serve(env={TOKEN_ENV: "s3cret-token"})
+    for auth in (None, {"token": "wrong"}, {"token": 42}, "s3cret-token"):
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            connect(server.url, auth=auth)
+    client = connect(server.url, auth={"token": "s3cret-token"})
+    try:
+        assert isinstance(first_change(client), dict)
+    finally:
+        client.disconnect()
+
+
+def test_the_consume_command_sends_the_token_and_says_clearly_when_refused(serve, recording, tmp_path):
+    server = serve("--token", "s3cret-token")
+    base = [sys.executable, str(ROOT / "socket_client.py"), "--url", server.url, "--workers", "2"]
+    base += ["--time-scale", "0.01", "--no-progress", "--output", str(tmp_path / "out.json")]
+    marker = uuid.uuid4().hex
+    refused = subprocess.run(base, env=cli_env(marker), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert "refused" in refused.stderr or "token" in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    env = {**cli_env(marker), TOKEN_ENV: "s3cret-token"}
+    accepted = subprocess.run(base, env=env, capture_output=True, text=True, timeout=120)
+    assert accepted.returncode == 0, accepted.stderr
+    assert (tmp_path / "out.json").read_bytes() == recording.read_bytes()
+
+
+def polling_handshake(port: int, origin: str | None) -> int:
+    """The HTTP status engine.io gives a browser-style handshake from `origin`."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = {"Origin": origin} if origin else {}
+    connection.request("GET", "/socket.io/?EIO=4&transport=polling", headers=headers)
+    status = connection.getresponse().status
+    connection.close()
+    return status
+
+
+def test_cross_origin_browsers_are_refused_unless_their_origin_is_allowed(serve):
+    default = serve()
+    assert polling_handshake(default.port, None) == 200
+    assert polling_handshake(default.port, f"http://127.0.0.1:{default.port}") == 200  # same origin
+    assert polling_handshake(default.port, "https://evil.example") == 400
+    allowing = serve("--cors-origin", "https://dashboard.example")
+    assert polling_handshake(allowing.port, "https://dashboard.example") == 200
+    assert polling_handshake(allowing.port, "https://evil.example") == 400
+
+
+def other_local_address() -> str | None:
+    """An address of this machine that is not loopback, if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # no packet is sent: this only picks a route
+            address = probe.getsockname()[0]
+        except OSError:
+            return None
+    return None if address.startswith("127.") else address
+
+
+def test_the_server_listens_on_localhost_only_by_default(serve):
+    server = serve()
+    assert server.url.startswith("http://127.0.0.1:")
+    address = other_local_address()
+    if address is None:
+        pytest.skip("this machine has no non-loopback address to try")
+    with pytest.raises(OSError):
+        socket.create_connection((address, server.port), timeout=2).close()
+
+
+# -- the broker: JSON only, both ways ---------------------------------------------------------
+
+
+class Mkdir:
+    """Unpickling this creates a directory: the proof that a pickle was loaded."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.path),))
+
+
+@pytest.fixture
+def embedded_broker():
+    with EmbeddedRedis() as broker:
+        yield broker.url
+
+
+def test_a_worker_refuses_a_pickled_task_and_runs_the_json_one_behind_it(embedded_broker, tmp_path):
+    proof = tmp_path / "unpickled"
+    queue_name = f"stream_processor.run.{uuid.uuid4().hex[:8]}"
+    completions: queue.Queue = queue.Queue()
+    executor = CeleryExecutor(embedded_broker, DEFAULT_TASK, 0.0, queue_name)
+    with LocalWorkers(embedded_broker, 1, DEFAULT_TASK, queue_name):
+        executor.start(lambda offset, ok, value: completions.put((offset, ok, value)))
+        try:
+            with Connection(embedded_broker) as connection:
+                Producer(connection).publish(
+                    pickle.dumps(((Mkdir(proof),), {}, {})),
+                    content_type="application/x-python-serialize",
+                    content_encoding="binary",
+                    exchange=Exchange(queue_name, type="direct"),
+                    routing_key=queue_name,
+                    headers={"id": f"{executor.run_id}:0", "task": TASK_NAME, "lang": "py"},
+                    reply_to=executor.reply_queue.name,
+                    correlation_id=f"{executor.run_id}:0",
+                    declare=[task_queue(queue_name)],
+                )
+            executor.submit(1, {"id": 1, "wait": 0})
+            assert completions.get(timeout=30) == (1, True, {"id": 1, "wait": 0})
+        finally:
+            executor.close()
+    assert not proof.exists(), "the worker unpickled a message"
+    assert completions.empty()  # the pickled task never ran, so it never replied
+
+
+def test_the_client_ignores_a_pickled_reply(embedded_broker, tmp_path):
+    proof = tmp_path / "unpickled"
+    completions: queue.Queue = queue.Queue()
+    executor = CeleryExecutor(embedded_broker, DEFAULT_TASK, 0.0, f"stream_processor.run.{uuid.uuid4().hex[:8]}")
+    executor.start(lambda offset, ok, value: completions.put((offset, ok, value)))
+    try:
+        with Connection(embedded_broker) as connection:
+            producer = Producer(connection)
+            reply = {"status": "SUCCESS", "task_id": f"{executor.run_id}:0"}
+            producer.publish(
+                pickle.dumps({**reply, "result": Mkdir(proof)}),
+                content_type="application/x-python-serialize",
+                content_encoding="binary",
+                routing_key=executor.reply_queue.name,
+            )
+            producer.publish(
+                {**reply, "task_id": f"{executor.run_id}:1", "result": "ok"},
+                serializer="json",
+                routing_key=executor.reply_queue.name,
+            )
+        assert completions.get(timeout=30) == (1, True, "ok")
+    finally:
+        executor.close()
+    assert not proof.exists(), "the client unpickled a reply"
+    assert completions.empty()
+
+
+def test_a_message_cannot_choose_the_code_a_worker_runs(embedded_broker, tmp_path):
+    queue_name = f"stream_processor.run.{uuid.uuid4().hex[:8]}"
+    completions: queue.Queue = queue.Queue()
+    executor = CeleryExecutor(embedded_broker, "os:system", 0.0, queue_name)  # what a message may *ask* for
+    with LocalWorkers(embedded_broker, 1, DEFAULT_TASK, queue_name):
+        executor.start(lambda offset, ok, value: completions.put((offset, ok, value)))
+        try:
+            executor.submit(0, {"id": 0, "wait": 0, "command": f"touch {tmp_path / 'ran'}"})
+            offset, ok, message = completions.get(timeout=30)
+        finally:
+            executor.close()
+    assert (offset, ok) == (0, False)
+    assert "this worker runs stream_processor.tasks:wait_and_return, the client expects os:system" in message
+    assert not (tmp_path / "ran").exists()
