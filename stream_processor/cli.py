@@ -131,6 +131,16 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
         "--queue", default=QUEUE, help=f"with --workers 0: the queue the workers consume (default {QUEUE})"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    parser.add_argument(
+        "--plot", type=Path, default=None, metavar="FILE.png", help="draw latency (with its ideal) and in-flight count"
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_non_negative_int,
+        default=None,
+        metavar="P",
+        help="serve Prometheus metrics at http://127.0.0.1:P/metrics during the run (0: any free port)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # What a user should see even without -v: where metrics are served, where a run resumes.
+    logging.getLogger("stream_processor.pipeline").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return COMMANDS[args.command](args)
@@ -253,6 +265,8 @@ def _run_options(args: argparse.Namespace):
         retries=args.retries,
         retry_backoff_s=args.retry_backoff,
         task_timeout_s=args.task_timeout or None,
+        plot=args.plot,
+        metrics_port=args.metrics_port,
     )
 
 

@@ -1,0 +1,137 @@
+"""Live Prometheus metrics: values fed by the run's hooks, scraped over HTTP from localhost."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from stream_processor.metrics import LATENCY_BUCKETS_S, RunMetrics
+
+
+class FakeClock:
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Every sample on /metrics by name (with its labels when it has any)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert response.status == 200
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{key}={value}" for key, value in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
+
+
+def connection_refused(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return False
+    except ConnectionRefusedError:
+        return True
+
+
+def test_scraped_metrics_show_what_the_hooks_were_fed():
+    clock = FakeClock()
+    with RunMetrics(clock=clock) as metrics:
+        port = metrics.serve(0)
+        for _ in range(5):
+            metrics.on_read(duration_s=1.0, arrival_s=0.0)
+        metrics.on_written(0, 0.003, False)
+        metrics.on_written(1, 0.2, True)
+        metrics.on_written(2, 75.0, False)
+
+        samples = scrape(port)
+
+    assert samples["stream_processor_events_received_total"] == 5
+    assert samples["stream_processor_events_written_total"] == 3
+    assert samples["stream_processor_events_errored_total"] == 1
+    assert samples["stream_processor_events_in_flight"] == 2
+    assert samples["stream_processor_event_latency_seconds_count"] == 3
+    assert samples["stream_processor_event_latency_seconds_sum"] == pytest.approx(75.203)
+    assert samples["stream_processor_event_latency_seconds_bucket{le=0.005}"] == 1
+    assert samples["stream_processor_event_latency_seconds_bucket{le=0.25}"] == 2
+    assert samples["stream_processor_event_latency_seconds_bucket{le=60.0}"] == 2
+    assert samples["stream_processor_event_latency_seconds_bucket{le=90.0}"] == 3
+    assert samples["stream_processor_event_latency_seconds_bucket{le=+Inf}"] == 3
+
+
+def test_lag_is_how_long_the_oldest_unwritten_event_has_waited():
+    clock = FakeClock()
+    metrics = RunMetrics(clock=clock)
+    assert metrics.lag_s() == 0.0
+    for read_at in (10.0, 11.0, 12.0):
+        clock.now = read_at
+        metrics.on_received()
+
+    clock.now = 15.0
+    assert metrics.lag_s() == 5.0  # offset 0, read at 10
+    clock.now = 20.0
+    assert metrics.lag_s() == 10.0  # still waiting: the lag grows with nothing written
+    metrics.on_written(0, 10.0, False)
+    assert metrics.lag_s() == 9.0  # offset 1, read at 11
+    metrics.on_written(1, 9.0, False)
+    metrics.on_written(2, 8.0, False)
+    assert metrics.lag_s() == 0.0  # nothing in flight
+
+
+def test_lag_is_scraped_live(tmp_path):
+    clock = FakeClock(100.0)
+    with RunMetrics(clock=clock) as metrics:
+        port = metrics.serve(0)
+        metrics.on_received()
+        clock.now = 103.5
+        assert scrape(port)["stream_processor_lag_seconds"] == 3.5
+        clock.now = 104.0
+        assert scrape(port)["stream_processor_lag_seconds"] == 4.0
+
+
+def test_two_runs_in_one_process_keep_separate_registries():
+    first, second = RunMetrics(), RunMetrics()
+    first.on_received()
+    assert first.registry.get_sample_value("stream_processor_events_received_total") == 1
+    assert second.registry.get_sample_value("stream_processor_events_received_total") == 0
+
+
+def test_serves_on_localhost_by_default():
+    with RunMetrics() as metrics:
+        port = metrics.serve(0)
+        assert port > 0
+        assert metrics.address == ("127.0.0.1", port)
+
+
+def test_serving_twice_is_refused():
+    with RunMetrics() as metrics:
+        metrics.serve(0)
+        with pytest.raises(RuntimeError, match="already serving"):
+            metrics.serve(0)
+
+
+def test_close_frees_the_port():
+    metrics = RunMetrics()
+    port = metrics.serve(0)
+    scrape(port)  # a connection was served, so the port has seen real traffic
+    metrics.close()
+
+    assert connection_refused(port)
+    with socket.socket() as again:
+        # As any server would (the metrics server does too): a closed connection's TIME_WAIT
+        # must not block the port, only a listener still holding it would.
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+    metrics.close()  # a second close does nothing
+
+
+def test_default_buckets_span_five_milliseconds_to_beyond_a_minute():
+    assert LATENCY_BUCKETS_S[0] == 0.005
+    assert LATENCY_BUCKETS_S[-1] >= 60
+    assert list(LATENCY_BUCKETS_S) == sorted(LATENCY_BUCKETS_S)
