@@ -131,7 +131,8 @@ def build_report(stats: RunStats, workers: int, broker: str, **extra: Any) -> di
         ideal_span = stats.ideal.span
         report["ideal_span_s"] = round(ideal_span, 4)
         report["ideal_latency_s"] = _quantiles(stats.ideal_latency)
-        report["efficiency"] = round(ideal_span / span, 4) if span > 0 else None
+        # Zero-work events have an ideal of 0: no efficiency to speak of, not "0 %".
+        report["efficiency"] = round(ideal_span / span, 4) if span > 0 and ideal_span > 0 else None
     report.update(extra)
     return report
 

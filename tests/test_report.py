@@ -205,3 +205,15 @@ def test_summary_text_of_a_run_with_an_ideal_but_no_span_does_not_crash():
     text = summary_text(report)
     assert text.splitlines()[0].split()[:2] == ["events", "0"]
     assert "None" not in text
+
+
+def test_zero_work_events_have_no_efficiency_rather_than_zero_percent():
+    clock = FakeClock(5.0)
+    stats = RunStats(clock=clock, ideal=IdealSchedule(2))
+    stats.on_read(0.0)
+    clock.now += 0.01
+    stats.on_written(0, 0.01, False)
+    report = build_report(stats, workers=2, broker="memory")
+    assert report["ideal_span_s"] == 0.0 and report["span_s"] > 0
+    assert report["efficiency"] is None
+    assert "0.0%" not in summary_text(report)

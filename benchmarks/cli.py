@@ -1,0 +1,99 @@
+"""`python -m benchmarks`: argument parsing, then the suite, the table and the JSON.
+
+Exit codes: 0 every scenario ran; 1 some failed (the table says which); 2 usage; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from benchmarks import brokers
+from benchmarks.scenarios import SCENARIOS
+from benchmarks.settings import FULL, SMOKE
+from benchmarks.suite import failures, run_suite
+from benchmarks.table import render
+
+DESCRIPTION = "Benchmarks of stream_processor: batch, realtime, throughput, memory, each beside its ideal."
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every process the harness started is stopped."""
+
+
+def _names(allowed: tuple[str, ...] | list[str]):
+    def parse(text: str) -> list[str]:
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        unknown = [name for name in names if name not in allowed]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
+        return names
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=DESCRIPTION)
+    parser.add_argument("--smoke", action="store_true", help="small scale, a minute or two (default: full scale)")
+    parser.add_argument(
+        "--only", type=_names(list(SCENARIOS)), default=list(SCENARIOS), help="scenarios, comma-separated (default all)"
+    )
+    parser.add_argument(
+        "--brokers", type=_names(brokers.KINDS), default=list(brokers.KINDS), help="default: embedded,rabbitmq"
+    )
+    parser.add_argument("--rabbitmq-url", default=brokers.DEFAULT_RABBITMQ_URL, help="default %(default)s")
+    parser.add_argument("--recording", type=Path, default=None, help="batch and realtime (default sampled_rc.json)")
+    parser.add_argument("--time-scale", type=_positive_float, default=None, help="full 1, smoke 0.02")
+    parser.add_argument("--speed", type=_positive_float, default=None, help="realtime replay speed: full 1, smoke 50")
+    parser.add_argument("--throughput-events", type=_positive_int, default=None, help="full 20000, smoke 3000")
+    parser.add_argument("--memory-events", type=_positive_int, default=None, help="full 100000, smoke 5000")
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="benchmarks: %(message)s", stream=sys.stderr)
+    settings = (SMOKE if args.smoke else FULL).with_overrides(
+        recording=args.recording and args.recording.resolve(),
+        time_scale=args.time_scale,
+        speed=args.speed,
+        throughput_events=args.throughput_events,
+        memory_events=args.memory_events,
+    )
+    if not settings.recording.is_file():
+        print(f"benchmarks: {settings.recording}: no such file", file=sys.stderr)
+        return 2
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        chosen, skipped = brokers.resolve(args.brokers, args.rabbitmq_url)
+        results = run_suite(settings, chosen, skipped, args.only)
+    except (KeyboardInterrupt, Terminated):
+        print("benchmarks: interrupted; every process started has been stopped", file=sys.stderr)
+        return 130
+    print(render(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 1 if failures(results) else 0
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()

@@ -1,0 +1,44 @@
+"""How big a benchmark run is: the full scale (on demand) and the smoke scale (a minute or two)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from benchmarks.runs import ROOT
+
+DEFAULT_RECORDING = ROOT / "sampled_rc.json"
+MEMORY_CHECKPOINT_SHARES = (0.1, 0.25, 0.5, 1.0)  # 10k, 25k, 50k, 100k lines of a 100k stream
+
+
+@dataclass(frozen=True)
+class Settings:
+    recording: Path = DEFAULT_RECORDING
+    time_scale: float = 1.0  # batch and realtime: the reference task waits `wait * time_scale`
+    batch_workers: tuple[int, ...] = (4, 12, 64)
+    speed: float = 1.0  # realtime: replay at this many times real time
+    stream_workers: int = 12  # realtime, throughput and memory: the project's default
+    throughput_events: int = 20_000
+    memory_events: int = 100_000
+    smoke: bool = False
+
+    @property
+    def memory_checkpoints(self) -> tuple[int, ...]:
+        return tuple(round(self.memory_events * share) for share in MEMORY_CHECKPOINT_SHARES)
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """These settings with every value that is not None replaced."""
+        return replace(self, **{key: value for key, value in values.items() if value is not None})
+
+    def as_json(self) -> dict[str, Any]:
+        figures = asdict(self)
+        figures["recording"] = str(self.recording)
+        figures["memory_checkpoints"] = list(self.memory_checkpoints)
+        return figures
+
+
+FULL = Settings()
+# Realtime keeps the full run's load: speed x time scale = 1, so the workers are as busy
+# relative to the arrivals as at full scale, only 50 times faster.
+SMOKE = Settings(time_scale=0.02, speed=50.0, throughput_events=3_000, memory_events=5_000, smoke=True)

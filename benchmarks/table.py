@@ -1,0 +1,110 @@
+"""The figures as text tables on stdout, each measured figure beside its ideal."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Cell = Callable[[dict[str, Any]], str]
+Column = tuple[str, Cell]  # header, how a row shows in it
+
+
+def figure(key: str, spec: str = "", prefix: str = "") -> Cell:
+    """The row's figure `key`, formatted with `spec`; "-" when the run has none."""
+    return lambda row: "-" if row.get(key) is None else prefix + format(row[key], spec)
+
+
+def rss_at_checkpoints(row: dict[str, Any]) -> str:
+    return " / ".join(f"{point['rss_mb']:.1f}" for point in row["checkpoints"]) or "-"
+
+
+BROKER, WORKERS, EVENTS = ("broker", figure("broker")), ("W", figure("workers", "d")), ("events", figure("events", "d"))
+COLUMNS: dict[str, list[Column]] = {
+    "batch": [
+        BROKER,
+        WORKERS,
+        EVENTS,
+        ("span s", figure("span_s", ".3f")),
+        ("ideal s", figure("ideal_span_s", ".3f")),
+        ("efficiency", figure("efficiency", ".1%")),
+    ],
+    "realtime": [
+        BROKER,
+        WORKERS,
+        ("span s", figure("span_s", ".3f")),
+        ("ideal s", figure("ideal_span_s", ".3f")),
+        ("lateness s", figure("lateness_s", ".3f")),
+        ("p50 s", figure("latency_p50_s", ".3f")),
+        ("ideal p50", figure("ideal_latency_p50_s", ".3f")),
+        ("p99 s", figure("latency_p99_s", ".3f")),
+        ("ideal p99", figure("ideal_latency_p99_s", ".3f")),
+        ("excess p99 s", figure("excess_p99_s", ".3f")),
+    ],
+    "throughput": [
+        BROKER,
+        WORKERS,
+        EVENTS,
+        ("pipeline ev/s", figure("pipeline_events_per_s", ".0f")),
+        ("celery floor ev/s", figure("floor_events_per_s", ".0f")),
+        ("ratio", figure("ratio", ".2f")),
+        ("target", figure("target_ratio", ".2f", prefix=">= ")),
+    ],
+    "memory": [
+        BROKER,
+        WORKERS,
+        EVENTS,
+        ("RSS MB at checkpoints", rss_at_checkpoints),
+        ("peak MB", figure("peak_rss_mb", ".1f")),
+        ("growth", figure("growth", "+.1%")),
+        ("target", figure("target_growth", ".0%", prefix="<= ")),
+    ],
+}
+
+
+def titles(results: dict[str, Any]) -> dict[str, str]:
+    settings = results["settings"]
+    recording = f"{settings['recording']} ({results['recording_events']} events)"
+    checkpoints = "/".join(str(checkpoint) for checkpoint in settings["memory_checkpoints"])
+    return {
+        "batch": f"batch: file mode (run.py) on {recording}, time scale {settings['time_scale']:g}; "
+        "ideal = zero-overhead FIFO makespan, efficiency = ideal / span",
+        "realtime": f"realtime: run_streaming.py --realtime --speed {settings['speed']:g} on {recording}, "
+        f"time scale {settings['time_scale']:g}; ideal = zero-overhead run on the paced arrivals, "
+        "latencies per event, in order",
+        "throughput": f"throughput: {settings['throughput_events']} zero-wait events, run_streaming.py "
+        "vs raw Celery (send_task + rpc:// results, same broker and concurrency); ratio = pipeline / floor",
+        "memory": f"memory: streaming client (run_streaming.py main process) RSS on {settings['memory_events']} "
+        f"zero-wait events, at {checkpoints} lines written; ideal = flat, growth = last / first checkpoint - 1",
+    }
+
+
+def render(results: dict[str, Any]) -> str:
+    scenario_titles = titles(results)
+    blocks = []
+    for scenario, rows in results["scenarios"].items():
+        blocks.append(f"{scenario_titles[scenario]}\n{_table(COLUMNS[scenario], rows)}")
+    blocks.append(_footer(results))
+    return "\n\n".join(blocks)
+
+
+def _table(columns: list[Column], rows: list[dict[str, Any]]) -> str:
+    lines = [[header for header, _ in columns]]
+    failures = []
+    for row in rows:
+        if "error" in row:
+            failures.append(f"  {row['broker']}: FAILED: {row['error']}")
+        else:
+            lines.append([cell(row) for _, cell in columns])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]
+    text = ["  " + "  ".join(cell.rjust(width) for cell, width in zip(line, widths, strict=True)) for line in lines]
+    return "\n".join(text + failures)
+
+
+def _footer(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    lines = [
+        f"machine: {machine['cores']} cores, Python {machine['python']}, {machine['platform']}; "
+        f"took {results['elapsed_s']:.0f} s" + (" (smoke scale)" if results["settings"]["smoke"] else ""),
+    ]
+    lines += [f"{kind} skipped: {reason}" for kind, reason in results["skipped"].items()]
+    return "\n".join(lines)
