@@ -71,6 +71,7 @@ class CeleryExecutor:
         )
         self._collector: _ReplyCollector | None = None
         self._thread: threading.Thread | None = None
+        self._producer = None  # one for the run: acquiring one per task costs more than the send
 
     def start(self, on_complete: OnComplete) -> None:
         self._collector = _ReplyCollector(
@@ -103,10 +104,23 @@ class CeleryExecutor:
             task_id=f"{self.run_id}:{offset}",
             queue=self.queue,
             reply_to=self.reply_queue.name,
+            producer=self._sending_producer(),
+            # Celery would otherwise repr() every event into the message headers, for logs.
+            argsrepr=f"(event at offset {offset},)",
+            kwargsrepr="",
             **self.time_limits,
         )
 
+    def _sending_producer(self):
+        """Submit is called from one thread (the run's intake), which owns this producer."""
+        if self._producer is None:
+            self._producer = self.app.producer_pool.acquire(block=True)
+        return self._producer
+
     def close(self) -> None:
+        if self._producer is not None:
+            self._producer.release()
+            self._producer = None
         if self._collector is not None:
             self._collector.should_stop = True
         if self._thread is not None:

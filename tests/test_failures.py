@@ -211,9 +211,13 @@ def test_a_stopped_run_flushes_its_prefix_and_resume_finishes_it(chaos_recording
 # -- 4. broker restart ------------------------------------------------------------------
 
 
+# A small window keeps the run sending tasks all along, so some are sent while the broker is down.
+SMALL_WINDOW = ["--max-in-flight", "8"]
+
+
 def test_the_run_survives_its_embedded_broker_being_killed(chaos_recording, tmp_path):
     output = tmp_path / "out.json"
-    args = ["--input", str(chaos_recording), "--output", str(output), "--time-scale", "0.2"] + FAST
+    args = ["--input", str(chaos_recording), "--output", str(output), "--time-scale", "0.2"] + FAST + SMALL_WINDOW
     with started(args, tmp_path) as (process, marker):
         wait_until(lambda: len(lines_of(output)) >= 5, timeout=60, message="five lines written")
         redis = [int(e.split(":")[0]) for e in processes_with_marker(marker) if "redis-server" in e]
@@ -232,7 +236,7 @@ def rabbitmqctl(*args: str) -> None:
 def test_the_run_survives_a_rabbitmq_restart(chaos_recording, tmp_path, rabbitmq_url):
     output = tmp_path / "out.json"
     args = ["--input", str(chaos_recording), "--output", str(output), "--time-scale", "0.2", "--broker", rabbitmq_url]
-    with started(args + FAST, tmp_path) as (process, _):
+    with started(args + FAST + SMALL_WINDOW, tmp_path) as (process, _):
         wait_until(lambda: len(lines_of(output)) >= 5, timeout=60, message="five lines written")
         rabbitmqctl("stop_app")
         try:
