@@ -4,12 +4,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test chaos lint clean
+.PHONY: run test chaos bench bench-smoke lint clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,plot]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -22,8 +22,14 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest
 
+bench: $(STAMP)
+	$(PY) -m benchmarks --json bench.json
+
+bench-smoke: $(STAMP)
+	$(PY) -m benchmarks --smoke --json bench-smoke.json
+
 chaos: $(STAMP)
 	$(PY) -m pytest -m chaos tests/test_failures.py
 
 clean:
-	rm -rf $(VENV) results.json .pytest_cache .hypothesis
+	rm -rf $(VENV) results.json bench.json bench-smoke.json .pytest_cache .hypothesis
