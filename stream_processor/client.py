@@ -1,7 +1,10 @@
 """The Socket.IO client: subscribe from an offset, receive in order, acknowledge, reconnect.
 
 Events are handed over through a queue, so the Socket.IO thread never blocks on a full
-processing window (it must keep answering pings). On a dropped connection, python-
+processing window (it must keep answering pings). python-socketio runs the handler of
+each incoming message on a thread of its own, so a big message can be overtaken by the
+next one: changes are put back in offset order here, and `end` (which names the offset
+the replay ended at) waits for every change before it. On a dropped connection, python-
 socketio reconnects and this client subscribes again from the first offset it has not
 received: no gap, and anything received twice is dropped by offset.
 """
@@ -26,13 +29,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class Change:
     offset: int
-    line: str
+    line: bytes  # the recorded line, byte for byte
     received_at: float
 
 
 @dataclass(frozen=True, slots=True)
 class End:
     count: int
+    offset: int | None = None  # one past the replay's last offset, if the server says
 
 
 class ReplayClient:
@@ -60,6 +64,9 @@ class ReplayClient:
         self.reconnects = 0
         self._acked = start_offset
         self._ack_lock = threading.Lock()
+        self._arrival_lock = threading.Lock()  # handlers run on threads of their own
+        self._early: dict[int, Change] = {}  # arrived before an earlier offset did
+        self._end: End | None = None  # arrived before some of its changes did
         self._connected_once = False
         self.sio = socketio.Client(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=2)
         self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
@@ -108,22 +115,32 @@ class ReplayClient:
     # -- receiving -----------------------------------------------------------------------
 
     def _on_change(self, line: Any, offset: Any = None) -> None:
-        if not isinstance(offset, int) or not isinstance(line, str):
-            log.error("ignoring a change without a line and an offset: %r", (line, offset))
+        if isinstance(line, str):
+            line = line.encode("utf-8")
+        if isinstance(offset, bool) or not isinstance(offset, int) or not isinstance(line, bytes):
+            log.error("ignoring a change without a line and an offset: %.200r", (line, offset))
             return
-        if offset < self.next_offset:
-            return  # sent again after a resubscribe: already have it
-        if offset > self.next_offset:
-            # Cannot happen with a conforming server; resubscribing closes the gap.
-            log.error("gap: expected offset %d, got %d; resubscribing", self.next_offset, offset)
-            self.sio.emit("subscribe", self._subscription(), namespace=NAMESPACE)
-            return
-        self.next_offset += 1
-        self.inbox.put(Change(offset, line, time.monotonic()))
+        with self._arrival_lock:
+            if offset < self.next_offset or offset in self._early:
+                return  # sent again after a resubscribe: already have it
+            self._early[offset] = Change(offset, line, time.monotonic())
+            while self.next_offset in self._early:
+                self.inbox.put(self._early.pop(self.next_offset))
+                self.next_offset += 1
+            self._release_end()
 
     def _on_end(self, data: Any = None) -> None:
         count = data.get("count") if isinstance(data, dict) else None
-        self.inbox.put(End(count if isinstance(count, int) else -1))
+        offset = data.get("offset") if isinstance(data, dict) else None
+        with self._arrival_lock:
+            self._end = End(count if isinstance(count, int) else -1, offset if isinstance(offset, int) else None)
+            self._release_end()
+
+    def _release_end(self) -> None:
+        """Pass `end` on once every change before it is in the inbox."""
+        if self._end is not None and (self._end.offset is None or self.next_offset >= self._end.offset):
+            self.inbox.put(self._end)
+            self._end = None
 
     def _on_error(self, data: Any = None) -> None:
         message = data.get("message") if isinstance(data, dict) else data

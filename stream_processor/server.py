@@ -24,6 +24,7 @@ import hmac
 import logging
 import time
 import warnings
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,23 +57,43 @@ log = logging.getLogger(__name__)
 class Client:
     """One connected subscriber: its flow-control state and the replay it runs."""
 
-    acked: int = 0
+    acked: int = 0  # every offset below this is written, says the client
+    next_unsent: int = 0  # one past the last offset sent: nothing beyond it may be acked
+    unacked: deque[int] = field(default_factory=deque)  # offsets sent and not yet acked, in order
     generation: int = 0  # a new subscribe supersedes the replay already running
     wake: eventlet.event.Event = field(default_factory=eventlet.event.Event)
+
+    def restart_at(self, offset: int) -> int:
+        """A new subscription from `offset`: flow control starts afresh; returns its generation."""
+        self.acked = self.next_unsent = offset
+        self.unacked.clear()
+        self.generation += 1
+        self._wake_replay()
+        return self.generation
+
+    def sent(self, offset: int) -> None:
+        self.unacked.append(offset)
+        self.next_unsent = offset + 1
 
     def acknowledge(self, offset: int) -> None:
         if offset > self.acked:
             self.acked = offset
+            while self.unacked and self.unacked[0] < offset:
+                self.unacked.popleft()
             self._wake_replay()
 
     def _wake_replay(self) -> None:
         if not self.wake.ready():
             self.wake.send()
 
-    def supersede(self) -> int:
+    def sleep(self, seconds: float | None) -> None:
+        """Until woken (an ack, a resubscribe, a disconnect) or `seconds` pass."""
+        self.wake = eventlet.event.Event()
+        self.wake.wait(seconds)
+
+    def supersede(self) -> None:
         self.generation += 1
         self._wake_replay()
-        return self.generation
 
 
 class ReplayServer:
@@ -116,7 +137,11 @@ class ReplayServer:
         self.sio.on("ack", self._on_ack, namespace=NAMESPACE)
         self.sio.on("*", self._on_unknown, namespace=NAMESPACE)
 
-    def _on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+    def _on_connect(self, sid: str, environ: dict | Any = None, auth: Any = None) -> None:
+        if sid in self._clients:
+            # python-socketio routes an *event* named "connect" here too: not a new client.
+            self._send_error(sid, "connect is not an event a client may emit")
+            return
         if not self._authorised(auth):
             log.warning("refused a connect from %s: wrong or missing token", environ.get("REMOTE_ADDR", "?"))
             raise socketio.exceptions.ConnectionRefusedError("this server needs auth {token: ...}; wrong or missing")
@@ -131,31 +156,39 @@ class ReplayServer:
         return hmac.compare_digest(offered.encode(), self.token.encode())  # no timing hints
 
     def _on_disconnect(self, sid: str, *reason: Any) -> None:
+        if self.sio.manager.is_connected(sid, NAMESPACE):
+            # An *event* named "disconnect" (a real disconnect is no longer "connected" here).
+            self._send_error(sid, "disconnect is not an event a client may emit")
+            return
         client = self._clients.pop(sid, None)
         if client is not None:
             client.supersede()  # its replay stops at the next event
 
-    def _on_subscribe(self, sid: str, payload: Any = None) -> None:
+    def _on_subscribe(self, sid: str, *args: Any) -> None:
         client = self._clients.get(sid)
         if client is None:
             return
         try:
-            subscription = parse_subscription(payload, self.realtime, self.speed)
+            if len(args) > 1:
+                raise SubscribeError(f"subscribe takes one argument, not {len(args)}")
+            subscription = parse_subscription(args[0] if args else None, self.realtime, self.speed)
         except SubscribeError as exc:
             self._send_error(sid, str(exc))
             return
-        generation = client.supersede()
-        client.acked = subscription.offset
+        generation = client.restart_at(subscription.offset)
         self.sio.start_background_task(self._replay, sid, client, generation, subscription)
 
-    def _on_ack(self, sid: str, offset: Any = None) -> None:
+    def _on_ack(self, sid: str, *args: Any) -> None:
         client = self._clients.get(sid)
         if client is None:
             return
+        offset = args[0] if len(args) == 1 else None
         if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
-            self._send_error(sid, f"ack takes the offset written up to, a whole number >= 0, not {offset!r:.40}")
-            return
-        client.acknowledge(offset)
+            self._send_error(sid, f"ack takes the offset written up to, one whole number >= 0, not {args!r:.60}")
+        elif offset > client.next_unsent:
+            self._send_error(sid, f"ack {offset} is beyond what was sent (up to {client.next_unsent}); ignored")
+        else:
+            client.acknowledge(offset)
 
     def _on_unknown(self, event: str, sid: str, *args: Any) -> None:
         self._send_error(sid, f"unknown event {event!r:.60}; this server knows subscribe and ack")
@@ -170,20 +203,25 @@ class ReplayServer:
         schedule = ReplaySchedule(subscription.speed, subscription.realtime)
         started = time.monotonic()
         count = 0
+        next_offset = subscription.offset
         for record in self._records_from(subscription.offset):
-            if not self._wait_for_window(client, generation, record.offset):
-                return  # disconnected or resubscribed
+            next_offset = record.offset + 1
             if not subscription.matches(record.event) and not (subscription.raw and record.event is None):
                 continue
+            # Only a client that sees offsets can ack; for the others there is no window.
+            if subscription.with_offsets and not self._wait_for_window(client, generation):
+                return  # disconnected or resubscribed
             due = started + schedule.due(record.event)
-            self._sleep_until(due)
-            if client.generation != generation:
+            if not self._sleep_until(due, client, generation):
                 return
             if subscription.realtime:
                 self.pacing_error.add(max(0.0, time.monotonic() - due))
             self._emit_change(sid, record, subscription)
+            client.sent(record.offset)
             count += 1
-        self.sio.emit("end", {"count": count}, to=sid, namespace=NAMESPACE)
+        # `offset`: one past the last line of the recording this replay covered, so a client
+        # whose messages arrive out of order knows when it has them all.
+        self.sio.emit("end", {"count": count, "offset": next_offset}, to=sid, namespace=NAMESPACE)
         log.info("replay to %s ended after %d events; %s", sid, count, self.pacing_summary())
 
     def _records_from(self, offset: int) -> Iterator[Record]:
@@ -197,19 +235,21 @@ class ReplayServer:
             lap_start += self._lines
             offset = lap_start
 
-    def _wait_for_window(self, client: Client, generation: int, offset: int) -> bool:
-        while client.generation == generation and offset >= client.acked + self.window:
-            client.wake = eventlet.event.Event()
-            client.wake.wait()
+    def _wait_for_window(self, client: Client, generation: int) -> bool:
+        while client.generation == generation and len(client.unacked) >= self.window:
+            client.sleep(None)
         return client.generation == generation
 
-    def _sleep_until(self, due: float) -> None:
-        delay = due - time.monotonic()
-        self.sio.sleep(max(0.0, delay))  # sleep(0) still yields to other clients
+    def _sleep_until(self, due: float, client: Client, generation: int) -> bool:
+        """Wait for an event's time, but not past its client leaving or resubscribing."""
+        self.sio.sleep(0)  # yield to other clients even when nothing is paced
+        while client.generation == generation and (delay := due - time.monotonic()) > 0:
+            client.sleep(delay)
+        return client.generation == generation
 
     def _emit_change(self, sid: str, record: Record, subscription: Subscription) -> None:
         if subscription.raw:
-            payload: Any = record.raw.decode("utf-8", errors="replace")
+            payload: Any = _lossless_text(record.raw)
         elif record.event is None:
             self._send_error(sid, f"line {record.offset + 1} of the recording is not an event: {record.error}")
             return
@@ -241,3 +281,12 @@ class ReplayServer:
         finally:
             if self.pacing_error.count:
                 log.warning("server stopping; %s", self.pacing_summary())
+
+
+def _lossless_text(raw: bytes) -> str | bytes:
+    """The recorded line as text, or as bytes (a binary attachment) if it is not UTF-8:
+    replacing bytes would turn a bad line into a good one on the client."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw

@@ -41,8 +41,12 @@ def consume(
     speed: float | None = None,
     show_progress: bool = True,
     token: str | None = None,
+    source: str | None = None,
 ) -> dict[str, Any]:
-    """Subscribe to the replay at `url`, process every event in order; return the report."""
+    """Subscribe to the replay at `url`, process every event in order; return the report.
+
+    `source` names the recording in error messages (`source:LINE: ...`); default the URL.
+    """
     options.check()
     progress = Progress(show_progress)
     client: ReplayClient | None = None  # set before the first event, so before the first line is written
@@ -57,14 +61,16 @@ def consume(
         )
         client.connect()
         try:
-            _feed(run, client, progress, ReplaySchedule(speed or 1.0) if realtime else None)
+            _feed(run, client, progress, ReplaySchedule(speed or 1.0) if realtime else None, source or url)
             run.processor.drain()
         finally:
             client.close()
     return run.report(url=url, reconnects=client.reconnects)
 
 
-def _feed(run: Pipeline, client: ReplayClient, progress: Progress, schedule: ReplaySchedule | None) -> None:
+def _feed(
+    run: Pipeline, client: ReplayClient, progress: Progress, schedule: ReplaySchedule | None, source: str
+) -> None:
     """Take events from the client's inbox until the server says the replay has ended.
 
     The ideal's arrival times are the paced schedule when pacing was asked for, else
@@ -73,12 +79,12 @@ def _feed(run: Pipeline, client: ReplayClient, progress: Progress, schedule: Rep
     validate = run.options.validator()
     first_received_at: float | None = None
     while not isinstance(item := client.inbox.get(), End):
-        raw = item.line.encode("utf-8")
+        raw = item.line
         event, error = parse_event(raw, validate)
         first_received_at = first_received_at if first_received_at is not None else item.received_at
         arrival = schedule.due(event) if schedule else item.received_at - first_received_at
         progress.on_received()
-        run.take(Record(item.offset, raw, event, error), arrival, source=client.url)
+        run.take(Record(item.offset, raw, event, error), arrival, source=source)
 
 
 def run_streaming(
@@ -97,7 +103,7 @@ def run_streaming(
     open_recording(input_path).close()  # a missing file fails now, before anything starts
     token = token or secrets.token_urlsafe(24)  # our own server admits only us
     with local_server(input_path, token) as server_url:
-        report = consume(server_url, options, realtime, speed, show_progress, token)
+        report = consume(server_url, options, realtime, speed, show_progress, token, source=str(input_path))
     report["input"] = str(input_path)
     return report
 

@@ -111,9 +111,9 @@ def test_rcstream_style_subscribers_get_each_event_as_recorded_and_an_end(small_
         with_offsets, _ = collect_replay(url, {"wikis": ["en.wikipedia.org"], "offset": 5, "with_offsets": True})
         other_wiki, end_other = collect_replay(url, "de.wikipedia.org")
     assert [args[0] for args in changes] == events and all(len(args) == 1 for args in changes)
-    assert end == {"count": len(events)}
+    assert end == {"count": len(events), "offset": len(events)}
     assert with_offsets == [(event, offset) for offset, event in enumerate(events) if offset >= 5]
-    assert other_wiki == [] and end_other == {"count": 0}
+    assert other_wiki == [] and end_other == {"count": 0, "offset": len(events)}
 
 
 def test_fifty_clients_at_once_each_get_a_complete_ordered_replay(small_recording):
