@@ -245,10 +245,6 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def _raise_keyboard_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt()
-
-
 def _run_options(args: argparse.Namespace):
     from stream_processor.pipeline import RunOptions
 
@@ -335,8 +331,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         )
     except InputFileError as exc:
         raise UsageError(str(exc)) from None
-    # eventlet's hub passes only KeyboardInterrupt and SystemExit on to the main greenlet.
-    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    # The signal may land in any green thread; the server throws it into the serving one.
+    signal.signal(signal.SIGTERM, server.request_stop)
+    signal.signal(signal.SIGINT, server.request_stop)
     with contextlib.suppress(KeyboardInterrupt):  # the normal way to stop a server
         try:
             server.serve(args.host, args.port, on_listening=lambda url: print(f"serving {url}/rc", flush=True))

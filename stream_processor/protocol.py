@@ -43,7 +43,7 @@ def parse_subscription(payload: Any, realtime: bool, speed: float) -> Subscripti
         raise SubscribeError(f"subscribe takes a wiki name, a list of them, '*' or an object, not {payload!r:.80}")
     unknown = set(payload) - {"wikis", "offset", "with_offsets", "realtime", "speed", "raw"}
     if unknown:
-        raise SubscribeError(f"unknown subscribe fields: {sorted(unknown)}")
+        raise SubscribeError(f"unknown subscribe fields: {sorted(unknown)!r:.200}")
     offset = payload.get("offset", 0)
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise SubscribeError(f"offset must be a whole number >= 0, not {offset!r:.40}")

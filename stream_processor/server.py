@@ -35,6 +35,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import eventlet
 import eventlet.event
+import eventlet.greenthread
+import eventlet.hubs
 import eventlet.wsgi
 import socketio
 
@@ -51,6 +53,8 @@ from stream_processor.replay import ReplaySchedule
 from stream_processor.report import LatencyHistogram
 
 log = logging.getLogger(__name__)
+
+BACKLOG_POLL_S = 0.05
 
 
 @dataclass
@@ -208,8 +212,9 @@ class ReplayServer:
             next_offset = record.offset + 1
             if not subscription.matches(record.event) and not (subscription.raw and record.event is None):
                 continue
-            # Only a client that sees offsets can ack; for the others there is no window.
-            if subscription.with_offsets and not self._wait_for_window(client, generation):
+            # Only a client that sees offsets can ack; a plain one is held back instead by
+            # what engine.io still holds for it, so a client that stops reading costs no memory.
+            if not self._wait_for_window(sid, client, generation, subscription.with_offsets):
                 return  # disconnected or resubscribed
             due = started + schedule.due(record.event)
             if not self._sleep_until(due, client, generation):
@@ -235,10 +240,23 @@ class ReplayServer:
             lap_start += self._lines
             offset = lap_start
 
-    def _wait_for_window(self, client: Client, generation: int) -> bool:
-        while client.generation == generation and len(client.unacked) >= self.window:
-            client.sleep(None)
+    def _wait_for_window(self, sid: str, client: Client, generation: int, acks: bool) -> bool:
+        while client.generation == generation:
+            if acks and len(client.unacked) >= self.window:
+                client.sleep(None)  # an ack wakes it
+            elif self._outgoing_backlog(sid) >= self.window:
+                client.sleep(BACKLOG_POLL_S)  # nothing wakes it: look again soon
+            else:
+                break
         return client.generation == generation
+
+    def _outgoing_backlog(self, sid: str) -> int:
+        """Packets engine.io holds for this client, not yet taken by its (slow) socket."""
+        try:
+            eio_sid = self.sio.manager.eio_sid_from_sid(sid, NAMESPACE)
+            return self.sio.eio.sockets[eio_sid].queue.qsize()
+        except (KeyError, AttributeError):
+            return 0  # gone: the replay notices through its generation
 
     def _sleep_until(self, due: float, client: Client, generation: int) -> bool:
         """Wait for an event's time, but not past its client leaving or resubscribing."""
@@ -269,8 +287,26 @@ class ReplayServer:
 
     # -- serving -------------------------------------------------------------------------
 
+    def request_stop(self, *_signal_args: Any) -> None:
+        """Stop `serve()`; meant for a signal handler.
+
+        A signal lands in whichever green thread runs at that moment. In the hub (idle,
+        waiting for sockets) raising reaches the serving thread; in one of engine.io's
+        handler threads it would be swallowed, so it is thrown into the serving one from
+        the hub's next turn instead.
+        """
+        serving = getattr(self, "_serving_greenlet", None)
+        hub = eventlet.hubs.get_hub()
+        current = eventlet.greenthread.getcurrent()
+        if serving is None or current is serving or current is hub.greenlet:
+            raise KeyboardInterrupt
+        if not serving.dead:
+            hub.schedule_call_global(0, serving.throw, KeyboardInterrupt)
+
     def serve(self, host: str = "127.0.0.1", port: int = 5000, on_listening=None) -> None:
-        """Serve until interrupted; `on_listening(url)` is told the address once bound."""
+        """Serve until interrupted (KeyboardInterrupt, or `request_stop()` from a signal handler);
+        `on_listening(url)` is told the address once bound."""
+        self._serving_greenlet = eventlet.greenthread.getcurrent()
         listener = eventlet.listen((host, port))
         bound_host, bound_port = listener.getsockname()[:2]
         url = f"http://{bound_host}:{bound_port}"

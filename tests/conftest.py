@@ -95,13 +95,17 @@ def wait_until(predicate, timeout: float, interval: float = 0.05, message: str =
 
 
 def terminate(process: subprocess.Popen, marker: str, timeout: float = 20) -> None:
-    """SIGTERM, then SIGKILL if it lingers; then nothing carrying `marker` may be left."""
+    """SIGTERM must stop it within `timeout` (else SIGKILL, and the test fails); then
+    nothing carrying `marker` may be left."""
     process.send_signal(signal.SIGTERM)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         process.kill()
-    wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
+        process.wait()
+        raise AssertionError(f"{process.args!r:.120} ignored SIGTERM for {timeout} s") from None
+    finally:
+        wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
 
 
 def marked_temp_dir(marker: str) -> Path:
