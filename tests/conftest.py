@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,3 +159,45 @@ def run_cli(tmp_path):
     yield run
     for marker in markers:
         wait_until(lambda m=marker: not processes_with_marker(m), timeout=10, message="the run's processes to exit")
+
+
+def run_script(script: str, args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python SCRIPT ARGS` (a root script) to the end; afterwards nothing it started may be left."""
+    marker = uuid.uuid4().hex
+    process = start_cli(args, cwd, marker, script=script)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        stdout, stderr = process.communicate()
+        raise AssertionError(f"{script} timed out; stderr:\n{stderr}") from None
+    wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+@contextmanager
+def replay_server(recording: Path, *flags: str, port: int = 0):
+    """`python socket_server.py` on its own; yields (url, process). It must still be up at
+    the end, and SIGTERM must stop it."""
+    marker = uuid.uuid4().hex
+    command = [sys.executable, str(ROOT / "socket_server.py"), "--input", str(recording), "--port", str(port), *flags]
+    process = subprocess.Popen(command, env=cli_env(marker), stdout=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("serving "), line
+        yield line.split()[1].removesuffix("/rc"), process
+    finally:
+        alive = process.poll() is None
+        terminate(process, marker, timeout=10)
+        process.stdout.close()
+        assert alive, f"the server died (exit {process.returncode})"
+
+
+class FakeClock:
+    """A clock that moves only when a test sets `now`."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

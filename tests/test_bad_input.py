@@ -20,8 +20,6 @@ import os
 import queue
 import random
 import socket
-import subprocess
-import sys
 import threading
 import uuid
 from collections.abc import Callable
@@ -32,7 +30,7 @@ from typing import Any
 
 import pytest
 import socketio
-from conftest import ROOT, cli_env, processes_with_marker, start_cli, terminate, wait_until
+from conftest import replay_server, run_script, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -205,20 +203,6 @@ def ten_megabyte_lines() -> tuple[bytes, bytes]:
     return valid, invalid
 
 
-def run_streaming(args: list[str], cwd: Path, timeout: float = 120):
-    """`python run_streaming.py ARGS`; afterwards nothing it started may be left running."""
-    marker = uuid.uuid4().hex
-    process = start_cli(args, cwd, marker, script="run_streaming.py")
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        stdout, stderr = process.communicate()
-        raise AssertionError(f"run_streaming.py timed out; stderr:\n{stderr}") from None
-    wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
-    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
 def test_the_socketio_path_carries_a_ten_megabyte_line_byte_identical(good, tmp_path):
     big_valid, big_invalid = ten_megabyte_lines()
     lines = [good[0], big_valid, good[1], big_invalid, good[2]]
@@ -253,7 +237,7 @@ def test_run_streaming_carries_ten_megabyte_lines_into_a_complete_output(good, t
     lines = [good[0], big_valid, good[1], big_invalid, good[2], big_again, *good[3:8]]
     recording, output = write_recording(tmp_path / "big.json", lines), tmp_path / "out.json"
 
-    run = run_streaming(["--input", str(recording), "--output", str(output)] + FAST, tmp_path)
+    run = run_script("run_streaming.py", ["--input", str(recording), "--output", str(output)] + FAST, tmp_path)
 
     assert "Traceback" not in run.stderr
     assert len(output_lines(output)) == len(lines), f"exit {run.returncode}; stderr:\n{run.stderr}"
@@ -269,31 +253,12 @@ def test_run_streaming_reports_a_non_utf8_line_like_file_mode(good, tmp_path):
     lines[1] = b'{"id": 201, "title": "Caf\xe9 au lait", "wait": 0.01}'  # Latin-1, not UTF-8
     recording, output = write_recording(tmp_path / "latin1.json", lines), tmp_path / "out.json"
 
-    run = run_streaming(["--input", str(recording), "--output", str(output)] + FAST, tmp_path)
+    run = run_script("run_streaming.py", ["--input", str(recording), "--output", str(output)] + FAST, tmp_path)
 
     assert_lines_in_place(run, recording, output, lines, {1: "not valid UTF-8"}, ids={})
 
 
 # -- B. the Socket.IO replay server ----------------------------------------------------------
-
-
-@contextmanager
-def replay_server(recording: Path, *flags: str):
-    """`python socket_server.py --input RECORDING --port 0 FLAGS`; yields (url, process).
-    The pattern of test_streaming.replay_server, kept here so this file stands on its own."""
-    marker = uuid.uuid4().hex
-    command = [sys.executable, str(ROOT / "socket_server.py"), "--input", str(recording), "--port", "0", *flags]
-    process = subprocess.Popen(command, env=cli_env(marker), stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("serving "), line
-        yield line.split()[1].removesuffix("/rc"), process
-    finally:
-        assert process.poll() is None, f"the server died (exit {process.returncode})"
-        # A SIGTERM that lands while the server runs a Socket.IO handler (say, a client's
-        # disconnect) must stop it too (it once was swallowed by engine.io's handler wrapper).
-        terminate(process, marker, timeout=10)
-        process.stdout.close()
 
 
 class Listener:

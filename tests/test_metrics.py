@@ -6,17 +6,10 @@ import socket
 import urllib.request
 
 import pytest
+from conftest import FakeClock
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_processor.metrics import LATENCY_BUCKETS_S, RunMetrics
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def scrape(port: int) -> dict[str, float]:

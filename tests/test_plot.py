@@ -7,19 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import FakeClock
 
 from stream_processor.ideal import simulate
 from stream_processor.plot import Decimated, RunTrace, draw_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def png_size(path: Path) -> tuple[int, int]:

@@ -6,6 +6,7 @@ import math
 from fractions import Fraction
 
 import pytest
+from conftest import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,14 +15,6 @@ from stream_processor.report import LatencyHistogram, RunStats, build_report, su
 
 RELATIVE = 0.005
 ABSOLUTE = 1e-6  # durations at or below a microsecond all land in one bucket near 0
-
-
-class FakeClock:
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def nearest_rank(values: list[float], q: float) -> float:

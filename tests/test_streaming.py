@@ -10,47 +10,16 @@ import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import socketio
-from conftest import ROOT, cli_env, processes_with_marker, terminate, wait_until
+from conftest import ROOT, cli_env, processes_with_marker, replay_server, run_script, wait_until
 
 from stream_processor.generate import generate_file
 from stream_processor.protocol import NAMESPACE
 
 FAST = ["--workers", "4", "--time-scale", "0.01", "--no-progress"]
-
-
-def run_script(script: str, args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    marker = uuid.uuid4().hex
-    try:
-        return subprocess.run(
-            [sys.executable, str(ROOT / script), *args],
-            cwd=cwd,
-            env=cli_env(marker),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-    finally:
-        wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
-
-
-@contextmanager
-def replay_server(recording: Path, *flags: str, port: int = 0):
-    """`python socket_server.py` on its own; yields (url, process)."""
-    marker = uuid.uuid4().hex
-    command = [sys.executable, str(ROOT / "socket_server.py"), "--input", str(recording), "--port", str(port), *flags]
-    process = subprocess.Popen(command, env=cli_env(marker), stdout=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()
-        assert line.startswith("serving "), line
-        yield line.split()[1].removesuffix("/rc"), process
-    finally:
-        terminate(process, marker, timeout=10)
-        process.stdout.close()
 
 
 def test_run_streaming_writes_output_identical_to_the_recording(small_recording, broker_flag, tmp_path):
