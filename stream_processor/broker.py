@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,30 +109,20 @@ class EmbeddedRedis:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        try:
-            self._wait_until_serving(process)
-        except BaseException:
-            processes.stop(process, signal.SIGKILL, grace_s=0)
-            raise
-        return process
-
-    def _wait_until_serving(self, process: subprocess.Popen) -> None:
-        deadline = time.monotonic() + self.start_timeout_s
         client = redis.Redis(unix_socket_path=str(self.socket_path))
         try:
-            while True:
-                if process.poll() is not None:
-                    raise BrokerError(f"embedded redis-server exited at start: {self._log_tail()}")
-                try:
-                    if client.ping():
-                        return
-                except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise BrokerError(f"embedded redis-server not serving after {self.start_timeout_s} s")
-                time.sleep(0.005)
+            processes.wait_until_ready(
+                process,
+                lambda: _answers_ping(client),
+                self.start_timeout_s,
+                "embedded redis-server",
+                BrokerError,
+                why_it_exited=self._log_tail,
+                poll_s=0.005,
+            )
         finally:
             client.close()
+        return process
 
     def _log_tail(self) -> str:
         try:
@@ -156,6 +145,13 @@ class EmbeddedRedis:
 
     def __exit__(self, *exc_info) -> None:
         self.stop()
+
+
+def _answers_ping(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.BusyLoadingError, FileNotFoundError):
+        return False
 
 
 def requeue_unacked(url: str) -> None:

@@ -54,13 +54,11 @@ class CeleryExecutor:
         # No result backend on this side: it would declare a reply queue per thread that
         # nobody consumes. Workers still publish results to our `reply_to` queue.
         self.app = make_app(broker_url, queue, backend="disabled")
-        self.task_path = task_path
-        self.time_scale = time_scale
         self.queue = queue
         self.start_timeout_s = start_timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.time_limits = time_limits(task_timeout_s)
+        # What every task of the run carries besides its event, built once, not per event.
+        self._task_kwargs = {"time_scale": time_scale, "expect": task_path, "retries": retries, "backoff_s": backoff_s}
+        self._time_limits = time_limits(task_timeout_s)
         self.run_id = uuid.uuid4().hex[:12]
         self.reply_queue = Queue(
             f"stream_processor.replies.{self.run_id}",
@@ -95,12 +93,7 @@ class CeleryExecutor:
         self.app.send_task(
             TASK_NAME,
             args=(event,),
-            kwargs={
-                "time_scale": self.time_scale,
-                "expect": self.task_path,
-                "retries": self.retries,
-                "backoff_s": self.backoff_s,
-            },
+            kwargs=self._task_kwargs,
             task_id=f"{self.run_id}:{offset}",
             queue=self.queue,
             reply_to=self.reply_queue.name,
@@ -108,7 +101,7 @@ class CeleryExecutor:
             # Celery would otherwise repr() every event into the message headers, for logs.
             argsrepr=f"(event at offset {offset},)",
             kwargsrepr="",
-            **self.time_limits,
+            **self._time_limits,
         )
 
     def _sending_producer(self):

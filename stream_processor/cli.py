@@ -17,6 +17,7 @@ from pathlib import Path
 from stream_processor.broker import resolve_broker
 from stream_processor.processes import StartError
 from stream_processor.protocol import DEFAULT_MAX_PAYLOAD, TOKEN_ENV
+from stream_processor.records import InputFileError
 from stream_processor.tasks import BROKER_ENV, DEFAULT_TASK, QUEUE, QUEUE_ENV, TASK_ENV, load_function
 
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_EVENT_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -229,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated):
         print("stream-processor: interrupted; the output holds every result that was in order", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except UsageError as exc:
+    except (UsageError, InputFileError) as exc:  # a bad flag, an unreadable recording
         print(f"stream-processor: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except (ConnectionError, StartError) as exc:  # cannot reach or start a server, broker or worker
@@ -268,12 +269,11 @@ def _run_options(args: argparse.Namespace):
 
 def _run_and_summarise(run, *run_args, **run_kwargs) -> int:
     """Call a run function, print its summary, map the outcome to an exit code."""
-    from stream_processor.records import InputFileError
     from stream_processor.report import summary_text
 
     try:
         report = run(*run_args, **run_kwargs)
-    except (InputFileError, ValueError) as exc:
+    except ValueError as exc:  # RunOptions.check: settings that cannot work together
         raise UsageError(str(exc)) from None
     print(summary_text(report))
     return EXIT_EVENT_ERRORS if report["errors"] else EXIT_OK
@@ -315,22 +315,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from stream_processor.records import InputFileError
     from stream_processor.server import ReplayServer
 
-    try:
-        server = ReplayServer(
-            args.input,
-            realtime=args.realtime,
-            speed=args.speed,
-            loop=args.loop,
-            window=args.window,
-            cors_allowed_origins=args.cors_origin,
-            token=args.token,
-            max_payload=args.max_payload,
-        )
-    except InputFileError as exc:
-        raise UsageError(str(exc)) from None
+    server = ReplayServer(
+        args.input,
+        realtime=args.realtime,
+        speed=args.speed,
+        loop=args.loop,
+        window=args.window,
+        cors_allowed_origins=args.cors_origin,
+        token=args.token,
+        max_payload=args.max_payload,
+    )
     # The signal may land in any green thread; the server throws it into the serving one.
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
@@ -359,13 +355,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from stream_processor.records import InputFileError
     from stream_processor.verify import verify
 
-    try:
-        verdict = verify(args.input, args.output, identical=not args.transformed)
-    except InputFileError as exc:
-        raise UsageError(str(exc)) from None
+    verdict = verify(args.input, args.output, identical=not args.transformed)
     print(verdict.message, file=sys.stdout if verdict.ok else sys.stderr)
     return EXIT_OK if verdict.ok else EXIT_UNEXPECTED
 

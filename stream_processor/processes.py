@@ -53,6 +53,31 @@ def spawn(command: Sequence[str], **popen_kwargs) -> subprocess.Popen:
     )
 
 
+def wait_until_ready(
+    process: subprocess.Popen,
+    is_ready: Callable[[], bool],
+    timeout_s: float,
+    what: str,
+    error: type[StartError] = StartError,
+    why_it_exited: Callable[[], str] | None = None,
+    poll_s: float = 0.01,
+) -> None:
+    """Poll `is_ready` until it holds; if the child exits first, time runs out or we are
+    interrupted, kill what is left of it and raise."""
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not is_ready():
+            if process.poll() is not None:
+                reason = why_it_exited() if why_it_exited else f"code {process.returncode}"
+                raise error(f"{what} exited at start: {reason}")
+            if time.monotonic() > deadline:
+                raise error(f"{what} not ready after {timeout_s:.0f} s")
+            time.sleep(poll_s)
+    except BaseException:
+        stop(process, signal.SIGKILL, grace_s=0)  # the whole group: its children too
+        raise
+
+
 def stop(process: subprocess.Popen, first_signal: int = signal.SIGTERM, grace_s: float = 10.0) -> None:
     """Ask the process group to stop with `first_signal`, then SIGKILL whatever is left."""
     _signal_group(process, first_signal)

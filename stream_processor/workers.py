@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -129,14 +128,7 @@ class LocalWorkers:
             env=self._environment(ready_file),
             stdout=sys.stderr.fileno(),
         )
-        deadline = time.monotonic() + self.start_timeout_s
-        while not ready_file.exists():
-            if process.poll() is not None:
-                raise WorkerError(f"celery worker exited at start with code {process.returncode}")
-            if time.monotonic() > deadline:
-                processes.stop(process, signal.SIGQUIT, grace_s=3.0)
-                raise WorkerError(f"celery worker not ready after {self.start_timeout_s:.0f} s")
-            time.sleep(0.01)
+        processes.wait_until_ready(process, ready_file.exists, self.start_timeout_s, "celery worker", WorkerError)
         return process
 
     def stop(self, graceful: bool = True) -> None:

@@ -12,7 +12,6 @@ import tempfile
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -56,14 +55,6 @@ def small_recording(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("recordings") / "small.json"
     generate_file(path, minutes=0.5, rate=2.0, seed=11)
     return path
-
-
-@dataclass
-class Finished:
-    returncode: int
-    stdout: str
-    stderr: str
-    marker: str
 
 
 def processes_with_marker(marker: str) -> list[str]:
@@ -142,23 +133,11 @@ def start_cli(
 @pytest.fixture
 def run_cli(tmp_path):
     """Run `python run.py ARGS` as a real process; afterwards, assert it left nothing behind."""
-    markers = []
 
-    def run(args: list[str], timeout: float = 120) -> Finished:
-        marker = uuid.uuid4().hex
-        markers.append(marker)
-        process = start_cli(args, tmp_path, marker)
-        try:
-            stdout, stderr = process.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            stdout, stderr = process.communicate()
-            raise AssertionError(f"run.py {' '.join(args)} timed out; stderr:\n{stderr}") from None
-        return Finished(process.returncode, stdout, stderr, marker)
+    def run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
+        return run_script("run.py", args, tmp_path, timeout)
 
-    yield run
-    for marker in markers:
-        wait_until(lambda m=marker: not processes_with_marker(m), timeout=10, message="the run's processes to exit")
+    return run
 
 
 def run_script(script: str, args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
