@@ -8,9 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from stream_processor.broker import EmbeddedRedis, describe
+from stream_processor.broker import EMBEDDED, EmbeddedRedis, describe
 
-EMBEDDED = "embedded"
 RABBITMQ = "rabbitmq"
 KINDS = (EMBEDDED, RABBITMQ)
 DEFAULT_RABBITMQ_URL = "amqp://guest:guest@localhost:5672//"

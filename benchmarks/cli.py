@@ -17,12 +17,9 @@ from benchmarks.scenarios import SCENARIOS
 from benchmarks.settings import FULL, SMOKE
 from benchmarks.suite import failures, run_suite
 from benchmarks.table import render
+from stream_processor.cli import Terminated, _positive_float, _positive_int, _raise_terminated
 
 DESCRIPTION = "Benchmarks of stream_processor: batch, realtime, throughput, memory, each beside its ideal."
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised in the main thread so every process the harness started is stopped."""
 
 
 def _names(allowed: tuple[str, ...] | list[str]):
@@ -34,20 +31,6 @@ def _names(allowed: tuple[str, ...] | list[str]):
         return names
 
     return parse
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     if not settings.recording.is_file():
         print(f"benchmarks: {settings.recording}: no such file", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGTERM, _raise_terminated)  # Terminated: every process started is stopped
     try:
         chosen, skipped = brokers.resolve(args.brokers, args.rabbitmq_url)
         results = run_suite(settings, chosen, skipped, args.only)
@@ -93,7 +76,3 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 1 if failures(results) else 0
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise Terminated()

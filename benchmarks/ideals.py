@@ -1,9 +1,10 @@
 """The zero-overhead ideal of each scenario, computed by the harness on the recording itself.
 
 The runs report an ideal of their own; the harness does not take it on trust. Here the
-arrivals come from the recording's timestamps, as the replay is asked to pace them, and
-the schedule is `stream_processor.ideal.simulate`: W workers take events in input order,
-each on the earliest-free worker, and a result counts once it and all earlier ones are done.
+arrivals come from the recording's timestamps, paced as the replay server paces them
+(`stream_processor.replay.ReplaySchedule`), and the schedule is
+`stream_processor.ideal.simulate`: W workers take events in input order, each on the
+earliest-free worker, and a result counts once it and all earlier ones are done.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import math
 from collections.abc import Sequence
 
 from stream_processor.ideal import simulate
+from stream_processor.replay import ReplaySchedule
 
 
 def makespan(durations: Sequence[float], workers: int) -> float:
@@ -25,15 +27,8 @@ def paced_arrivals(timestamps: Sequence[float | None], speed: float) -> list[flo
     Never before the event ahead of it (the stream keeps the recording's order, whatever
     the timestamps say); an event without a timestamp arrives with the one ahead of it.
     """
-    arrivals: list[float] = []
-    first: float | None = None
-    latest = 0.0
-    for timestamp in timestamps:
-        if timestamp is not None:
-            first = timestamp if first is None else first
-            latest = max(latest, (timestamp - first) / speed)
-        arrivals.append(latest)
-    return arrivals
+    schedule = ReplaySchedule(speed)
+    return [schedule.due({"timestamp": timestamp}) for timestamp in timestamps]
 
 
 def latencies(durations: Sequence[float], workers: int, arrivals: Sequence[float]) -> list[float]:

@@ -69,13 +69,12 @@ class RssSampler:
 
     def figures(self) -> dict[str, Any]:
         """RSS at each checkpoint reached (the first sample at or past it), the peak, the growth."""
-        reached = [self._at(checkpoint) for checkpoint in self.checkpoints]
-        reached = [point for point in reached if point is not None]
-        growth = reached[-1]["rss_mb"] / reached[0]["rss_mb"] - 1 if len(reached) > 1 else None
+        reached = [point for checkpoint in self.checkpoints if (point := self._at(checkpoint)) is not None]
+        growth = round(reached[-1]["rss_mb"] / reached[0]["rss_mb"] - 1, 4) if len(reached) > 1 else None
         return {
             "checkpoints": reached,
             "peak_rss_mb": round(self.peak_kb / _KB_PER_MB, 1),
-            "growth": round(growth, 4) if growth is not None else None,
+            "growth": growth,
             "samples": len(self.samples),
         }
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from stream_processor.generate import generate_events
 from stream_processor.records import check_wait, read_records
+from stream_processor.replay import _timestamp  # the timestamp a replay paces an event by
 
 _ZERO_WAIT_RATE = 1000.0  # edits per second; only their number matters with no pacing
 
@@ -36,13 +36,6 @@ class Recording:
     def durations(self, time_scale: float) -> list[float]:
         """What the reference task spends on each event at this time scale."""
         return [wait * time_scale for wait in self.waits]
-
-
-def _timestamp(event: dict | None) -> float | None:
-    value = event.get("timestamp") if isinstance(event, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def write_zero_wait_recording(path: Path, events: int, seed: int = 1) -> Path:

@@ -22,7 +22,7 @@ from stream_processor.tasks import BROKER_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_S = 0.05
-STOP_GRACE_S = 30.0  # a run stops its workers and broker on SIGTERM; give it time to
+STOP_GRACE_S = 30.0  # a run stops its own workers and broker on SIGTERM: give it time to do so
 OK_EXIT_CODES = (0, 3)  # 3: output complete, some events hold error records (counted in the report)
 
 

@@ -44,6 +44,10 @@ class Workspace:
             self._zero_wait[events] = write_zero_wait_recording(path, events)
         return self._zero_wait[events]
 
+    def output(self, name: str) -> Path:
+        """Where run `name` writes its results."""
+        return self.directory / f"{name}.out.json"
+
 
 def batch(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
     """File mode for each worker count: span vs the ideal FIFO makespan (all events there at 0)."""
@@ -122,21 +126,11 @@ def realtime(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
 
 def throughput(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
     """Zero-wait events per second through the whole streaming pipeline vs the raw Celery floor."""
-    settings = workspace.settings
-    workers, count = settings.stream_workers, settings.throughput_events
-    recording = workspace.zero_wait(count)
-    timeout_s = _STARTUP_S + count / _SLOWEST_EVENTS_PER_S
-    report = _run(
-        "run_streaming.py",
-        workspace,
-        f"throughput-{broker.kind}",
-        ["--input", str(recording), "--workers", str(workers)],
-        broker,
-        expected_events=count,
-        timeout_s=timeout_s,
-    )
+    workers, count = workspace.settings.stream_workers, workspace.settings.throughput_events
+    report = _zero_wait_stream(broker, workspace, f"throughput-{broker.kind}", count)
     pipeline_rate = report["events"] / report["span_s"]
-    floor = celery_floor(broker, [record.event for record in read_records(recording)], workers, timeout_s)
+    events = [record.event for record in read_records(workspace.zero_wait(count))]
+    floor = celery_floor(broker, events, workers, _zero_wait_timeout_s(count))
     return [
         {
             "broker": broker.kind,
@@ -154,21 +148,10 @@ def throughput(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
 
 def memory(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
     """The streaming client's RSS at checkpoints of a long zero-wait stream, and its peak."""
-    settings = workspace.settings
+    settings, name = workspace.settings, f"memory-{broker.kind}"
     workers, count = settings.stream_workers, settings.memory_events
-    output = workspace.directory / f"memory-{broker.kind}.out.json"
-    sampler = RssSampler(output, settings.memory_checkpoints)
-    report = _run(
-        "run_streaming.py",
-        workspace,
-        f"memory-{broker.kind}",
-        ["--input", str(workspace.zero_wait(count)), "--workers", str(workers)],
-        broker,
-        expected_events=count,
-        timeout_s=_STARTUP_S + count / _SLOWEST_EVENTS_PER_S,
-        watch=sampler,
-        output=output,
-    )
+    sampler = RssSampler(workspace.output(name), settings.memory_checkpoints)
+    report = _zero_wait_stream(broker, workspace, name, count, watch=sampler)
     figures = sampler.figures()
     growth = figures["growth"]
     return [
@@ -198,10 +181,9 @@ def _run(
     expected_events: int,
     timeout_s: float,
     watch: Watch | None = None,
-    output: Path | None = None,
 ) -> dict[str, Any]:
     """One run of `script`; its output is deleted afterwards (a long stream's output is big)."""
-    output = output or workspace.directory / f"{name}.out.json"
+    output = workspace.output(name)
     try:
         report = run_and_report(
             script, [*args, "--output", str(output), *broker.run_flags()], workspace.directory, name, timeout_s, watch
@@ -211,6 +193,26 @@ def _run(
     if report["events"] != expected_events:
         raise RunFailed(f"{name}: {report['events']} events written, {expected_events} expected")
     return report
+
+
+def _zero_wait_stream(
+    broker: Broker, workspace: Workspace, name: str, count: int, watch: Watch | None = None
+) -> dict[str, Any]:
+    """run_streaming.py on `count` zero-wait events, with the stream scenarios' workers."""
+    return _run(
+        "run_streaming.py",
+        workspace,
+        name,
+        ["--input", str(workspace.zero_wait(count)), "--workers", str(workspace.settings.stream_workers)],
+        broker,
+        expected_events=count,
+        timeout_s=_zero_wait_timeout_s(count),
+        watch=watch,
+    )
+
+
+def _zero_wait_timeout_s(count: int) -> float:
+    return _STARTUP_S + count / _SLOWEST_EVENTS_PER_S
 
 
 def _counts(report: dict[str, Any]) -> dict[str, Any]:

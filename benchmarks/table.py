@@ -18,12 +18,11 @@ def rss_at_checkpoints(row: dict[str, Any]) -> str:
     return " / ".join(f"{point['rss_mb']:.1f}" for point in row["checkpoints"]) or "-"
 
 
-BROKER, WORKERS, EVENTS = ("broker", figure("broker")), ("W", figure("workers", "d")), ("events", figure("events", "d"))
+BROKER, WORKERS = ("broker", figure("broker")), ("W", figure("workers", "d"))
+RUN = [BROKER, WORKERS, ("events", figure("events", "d"))]  # what every table but realtime starts with
 COLUMNS: dict[str, list[Column]] = {
     "batch": [
-        BROKER,
-        WORKERS,
-        EVENTS,
+        *RUN,
         ("span s", figure("span_s", ".3f")),
         ("ideal s", figure("ideal_span_s", ".3f")),
         ("efficiency", figure("efficiency", ".1%")),
@@ -41,18 +40,14 @@ COLUMNS: dict[str, list[Column]] = {
         ("excess p99 s", figure("excess_p99_s", ".3f")),
     ],
     "throughput": [
-        BROKER,
-        WORKERS,
-        EVENTS,
+        *RUN,
         ("pipeline ev/s", figure("pipeline_events_per_s", ".0f")),
         ("celery floor ev/s", figure("floor_events_per_s", ".0f")),
         ("ratio", figure("ratio", ".2f")),
         ("target", figure("target_ratio", ".2f", prefix=">= ")),
     ],
     "memory": [
-        BROKER,
-        WORKERS,
-        EVENTS,
+        *RUN,
         ("RSS MB at checkpoints", rss_at_checkpoints),
         ("peak MB", figure("peak_rss_mb", ".1f")),
         ("growth", figure("growth", "+.1%")),
