@@ -31,6 +31,7 @@ class Change:
     offset: int
     line: bytes  # the recorded line, byte for byte
     received_at: float
+    line_number: int | None = None  # in the server's recording, if it says
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +115,7 @@ class ReplayClient:
 
     # -- receiving -----------------------------------------------------------------------
 
-    def _on_change(self, line: Any, offset: Any = None) -> None:
+    def _on_change(self, line: Any, offset: Any = None, line_number: Any = None) -> None:
         if isinstance(line, str):
             line = line.encode("utf-8")
         if isinstance(offset, bool) or not isinstance(offset, int) or not isinstance(line, bytes):
@@ -123,7 +124,8 @@ class ReplayClient:
         with self._arrival_lock:
             if offset < self.next_offset or offset in self._early:
                 return  # sent again after a resubscribe: already have it
-            self._early[offset] = Change(offset, line, time.monotonic())
+            number = line_number if isinstance(line_number, int) and not isinstance(line_number, bool) else None
+            self._early[offset] = Change(offset, line, time.monotonic(), number)
             while self.next_offset in self._early:
                 self.inbox.put(self._early.pop(self.next_offset))
                 self.next_offset += 1

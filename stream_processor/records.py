@@ -1,8 +1,11 @@
 """Reading a recording: JSON Lines, one event per line, each with its offset.
 
-The offset is the 0-based line number; it travels with the event from here on.
-A line that cannot be an event becomes a `Record` with an `error` and no event,
-so it keeps its place in the output and the rest of the stream goes on.
+The offset is the 0-based number of the event in the recording; it travels with the
+event from here on. Blank lines (many JSONL writers end a file with one) are not
+events: they are skipped, counted, and take no offset. A UTF-8 byte order mark at the
+start of the file is dropped. `line_number` stays the line's true number in the file,
+for messages. A line that cannot be an event becomes a `Record` with an `error` and no
+event, so it keeps its place in the output and the rest of the stream goes on.
 """
 
 from __future__ import annotations
@@ -23,16 +26,26 @@ class InputFileError(Exception):
     """The recording itself cannot be read (missing, a directory, no permission)."""
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
-    offset: int
+    offset: int  # 0-based number of the event in its stream
     raw: bytes  # the line as received, without its newline
     event: dict[str, Any] | None  # None when the line is not a JSON object
     error: str | None = None  # set for a line that cannot be processed; it gets an error record
+    line: int | None = None  # 1-based line number in the recording, when known
 
     @property
     def line_number(self) -> int:
-        return self.offset + 1
+        """The line's number in its file, or the event's number when the line is unknown."""
+        return self.line if self.line is not None else self.offset + 1
+
+
+def is_blank(raw: bytes) -> bool:
+    """A line holding only whitespace: not an event, skipped."""
+    return not raw.strip()
 
 
 def parse_event(raw: bytes, validate: Validator | None = None) -> tuple[dict | None, str | None]:
@@ -45,6 +58,8 @@ def parse_event(raw: bytes, validate: Validator | None = None) -> tuple[dict | N
         event = json.loads(text, parse_constant=_reject_constant)
     except (json.JSONDecodeError, ValueError) as exc:
         return None, f"not valid JSON ({exc})"
+    except RecursionError:  # valid JSON, but deeper than Python's parser goes
+        return None, "nested too deeply to parse (over about 1000 levels of arrays or objects)"
     if not isinstance(event, dict):
         return None, f"not a JSON object (got {type(event).__name__})"
     # An event that fails validation is kept beside its error: its id goes in the error record.
@@ -82,15 +97,39 @@ def open_recording(path: str | Path):
         raise InputFileError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def event_lines(stream) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, line number, raw line) for every event line of a binary stream: a leading
+    BOM is dropped, blank lines are skipped."""
+    offset = 0
+    for number, line in enumerate(stream, start=1):
+        raw = line[:-1] if line.endswith(b"\n") else line
+        if number == 1 and raw.startswith(UTF8_BOM):
+            raw = raw[len(UTF8_BOM) :]
+        if is_blank(raw):
+            continue
+        yield offset, number, raw
+        offset += 1
+
+
 def read_records(path: str | Path, start: int = 0, validate: Validator | None = None) -> Iterator[Record]:
-    """Yield a `Record` per line from line `start` on (0-based), good or bad."""
+    """Yield a `Record` per event from offset `start` on (0-based), good or bad."""
     with open_recording(path) as stream:
-        for offset, line in enumerate(stream):
+        for offset, number, raw in event_lines(stream):
             if offset < start:
                 continue
-            raw = line[:-1] if line.endswith(b"\n") else line
             event, error = parse_event(raw, validate)
-            yield Record(offset, raw, event, error)
+            yield Record(offset, raw, event, error, number)
+
+
+def count_events(path: str | Path) -> int:
+    """Number of events in a recording: its lines, less the blank ones."""
+    with open_recording(path) as stream:
+        return sum(1 for _ in event_lines(stream))
+
+
+def count_blank_lines(path: str | Path) -> int:
+    """Blank lines a recording holds (skipped, not events)."""
+    return count_lines(path) - count_events(path)
 
 
 def count_lines(path: str | Path) -> int:

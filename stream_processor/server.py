@@ -4,8 +4,9 @@ Protocol, namespace `/rc`:
 - the client emits `subscribe` with a wiki name, a list of them, "*", or an object
   {"wikis": [...], "offset": N, "with_offsets": bool, "realtime": bool, "speed": X, "raw": bool};
 - the server emits `change` per event: the event as recorded (one argument), or with
-  `with_offsets` the event and its offset (the 0-based line number); with `raw` the event
-  is the recorded line itself, as a string, so a client can keep it byte for byte;
+  `with_offsets` the event and its offset (the 0-based number of the event in the
+  recording; blank lines are not events); with `raw` the recorded line itself, as a
+  string, so a client can keep it byte for byte, its offset and its line number;
 - after the last event it emits `end` with {"count": N} (unless it loops);
 - the client emits `ack` with the offset up to which (exclusive) it has written results:
   the server keeps at most `window` unacknowledged events in flight per client;
@@ -48,7 +49,7 @@ from stream_processor.protocol import (
     Subscription,
     parse_subscription,
 )
-from stream_processor.records import Record, count_lines, read_records
+from stream_processor.records import Record, count_events, read_records
 from stream_processor.replay import ReplaySchedule
 from stream_processor.report import LatencyHistogram
 
@@ -119,7 +120,7 @@ class ReplayServer:
         self.window = window
         self.token = token
         self.pacing_error = LatencyHistogram()  # seconds each paced event went out late
-        self._lines = count_lines(self.recording)  # also fails now, clearly, if it is unreadable
+        self._events = count_events(self.recording)  # also fails now, clearly, if it is unreadable
         self._clients: dict[str, Client] = {}
         self.sio = socketio.Server(
             async_mode="eventlet",
@@ -231,13 +232,13 @@ class ReplayServer:
 
     def _records_from(self, offset: int) -> Iterator[Record]:
         """The recording from `offset` on; with `loop`, again and again, offsets growing."""
-        lap_start = offset - offset % self._lines if self.loop and self._lines else 0
+        lap_start = offset - offset % self._events if self.loop and self._events else 0
         while True:
             for record in read_records(self.recording, start=offset - lap_start):
-                yield Record(record.offset + lap_start, record.raw, record.event, record.error)
-            if not self.loop or not self._lines:
+                yield Record(record.offset + lap_start, record.raw, record.event, record.error, record.line)
+            if not self.loop or not self._events:
                 return
-            lap_start += self._lines
+            lap_start += self._events
             offset = lap_start
 
     def _wait_for_window(self, sid: str, client: Client, generation: int, acks: bool) -> bool:
@@ -269,11 +270,15 @@ class ReplayServer:
         if subscription.raw:
             payload: Any = _lossless_text(record.raw)
         elif record.event is None:
-            self._send_error(sid, f"line {record.offset + 1} of the recording is not an event: {record.error}")
+            self._send_error(sid, f"line {record.line_number} of the recording is not an event: {record.error}")
             return
         else:
             payload = record.event
-        args = (payload, record.offset) if subscription.with_offsets else payload
+        args: Any = payload
+        if subscription.raw:  # our own client: it also names the line in its messages
+            args = (payload, record.offset, record.line_number)
+        elif subscription.with_offsets:
+            args = (payload, record.offset)
         self.sio.emit("change", args, to=sid, namespace=NAMESPACE)
 
     def pacing_summary(self) -> str:

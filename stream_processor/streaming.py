@@ -84,7 +84,7 @@ def _feed(
         first_received_at = first_received_at if first_received_at is not None else item.received_at
         arrival = schedule.due(event) if schedule else item.received_at - first_received_at
         progress.on_received()
-        run.take(Record(item.offset, raw, event, error), arrival, source=source)
+        run.take(Record(item.offset, raw, event, error, item.line_number), arrival, source=source)
 
 
 def run_streaming(

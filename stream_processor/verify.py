@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_processor.records import open_recording
+from stream_processor.records import event_lines, open_recording
 
 
 @dataclass(frozen=True)
@@ -22,12 +22,13 @@ def verify(input_path: str | Path, output_path: str | Path, identical: bool = Tr
     task), every other line must equal its input line byte for byte.
     """
     lines = errors = 0
-    with open_recording(input_path) as expected, open_recording(output_path) as actual:
+    with open_recording(input_path) as recording, open_recording(output_path) as actual:
+        expected = (raw for _, _, raw in event_lines(recording))  # blank lines are not events
         for offset, (want, got) in enumerate(itertools.zip_longest(expected, actual)):
             if want is None:
-                return Verdict(False, f"output has {offset + 1 + _count(actual)} lines, input only {offset}")
+                return Verdict(False, f"output has {offset + 1 + _count(actual)} lines, input only {offset} events")
             if got is None:
-                return Verdict(False, f"output has {offset} lines, input {offset + 1 + _count(expected)}")
+                return Verdict(False, f"output has {offset} lines, input {offset + 1 + _count(expected)} events")
             problem, is_error = _line_problem(offset, want, got, identical)
             if problem:
                 return Verdict(False, f"line {offset + 1}: {problem}")
@@ -43,7 +44,7 @@ def _count(rest) -> int:
 def _line_problem(offset: int, want: bytes, got: bytes, identical: bool) -> tuple[str | None, bool]:
     if not got.endswith(b"\n"):
         return "torn (no newline at the end)", False
-    if want.rstrip(b"\n") == got.rstrip(b"\n"):
+    if want == got[:-1]:
         return None, False
     try:
         value = json.loads(got)

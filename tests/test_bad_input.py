@@ -276,7 +276,7 @@ class Listener:
         self.sio.connect(url, namespaces=[NAMESPACE], transports=["websocket"], wait_timeout=10)
 
     def _receive(self, kind: str, *args: Any) -> None:
-        if kind == "change" and len(args) == 2:
+        if kind == "change" and len(args) >= 2:  # (event, offset) or (line, offset, line number)
             self.received_up_to = max(self.received_up_to, args[1] + 1)
             if self.ack_changes:
                 self.emit("ack", args[1] + 1)
@@ -345,7 +345,7 @@ def assert_full_replay(url: str, lines: list[bytes]) -> None:
     with Listener(url, ack_changes=True) as client:
         client.emit("subscribe", {"wikis": "*", "with_offsets": True, "raw": True})
         received = client.until_end()
-    assert received == [("change", (line.decode(), offset)) for offset, line in enumerate(lines)] + [
+    assert received == [("change", (line.decode(), offset, offset + 1)) for offset, line in enumerate(lines)] + [
         ("end", ({"count": len(lines), "offset": len(lines)},))
     ]
 
@@ -420,7 +420,9 @@ def first_reply_of_replay(payload: Any, lines: list[bytes]) -> tuple[str, tuple]
     offset = subscription.get("offset", 0)
     if not ("*" in names or names & OUR_WIKIS) or offset >= len(lines):
         return ("end", ({"count": 0, "offset": max(offset, len(lines))},))
-    change = lines[offset].decode() if subscription.get("raw") else json.loads(lines[offset])
+    if subscription.get("raw"):  # the line, its offset and its line number (no blank lines here)
+        return ("change", (lines[offset].decode(), offset, offset + 1))
+    change = json.loads(lines[offset])
     return ("change", (change, offset) if subscription.get("with_offsets") else (change,))
 
 
@@ -461,7 +463,7 @@ def test_fuzzed_subscribe_payloads_each_get_an_error_or_a_replay_and_the_server_
         # The fuzzed connection still works, and so does a new one.
         client.emit("subscribe", {"wikis": "*", "with_offsets": True, "raw": True})
         assert [args for kind, args in client.until_end() if kind == "change"] == [
-            (line.decode(), offset) for offset, line in enumerate(lines)
+            (line.decode(), offset, offset + 1) for offset, line in enumerate(lines)
         ]
         assert_full_replay(url, lines)
 
@@ -570,7 +572,7 @@ def test_a_flood_of_connects_and_disconnects_leaves_a_concurrent_replay_complete
             steady.acknowledge_from_now_on()
             received = [first] + steady.until_end()
         assert kinds.count("socket.io") == 160 and kinds.count("tcp") == 40
-        assert received == [("change", (line.decode(), offset)) for offset, line in enumerate(lines)] + [
+        assert received == [("change", (line.decode(), offset, offset + 1)) for offset, line in enumerate(lines)] + [
             ("end", ({"count": len(lines), "offset": len(lines)},))
         ]
         assert_full_replay(url, lines)
@@ -591,7 +593,7 @@ def test_a_message_over_max_payload_closes_only_that_connection(tmp_path):
             steady.acknowledge_from_now_on()
             received = [first] + steady.until_end()
             assert not steady.disconnected.is_set()
-        assert received == [("change", (line.decode(), offset)) for offset, line in enumerate(lines)] + [
+        assert received == [("change", (line.decode(), offset, offset + 1)) for offset, line in enumerate(lines)] + [
             ("end", ({"count": len(lines), "offset": len(lines)},))
         ]
         assert_full_replay(url, lines)
@@ -663,8 +665,8 @@ def test_a_client_emitting_an_event_named_connect_gets_one_replay_at_a_time(tmp_
         client.emit("subscribe", second)  # replay B (lines as strings) must supersede A
         received = client.until(lambda kind, args: kind == "end" and args[0]["count"] == len(lines) - 1)
     changes = [args for kind, args in received if kind == "change"]
-    b_starts = next(i for i, (change, _) in enumerate(changes) if isinstance(change, str))
-    assert changes[b_starts:] == [(line.decode(), offset) for offset, line in enumerate(lines) if offset >= 1]
+    b_starts = next(i for i, (change, *_) in enumerate(changes) if isinstance(change, str))
+    assert changes[b_starts:] == [(line.decode(), offset, offset + 1) for offset, line in enumerate(lines) if offset >= 1]
 
 
 def recording_handles(pid: int, recording: Path) -> int:
@@ -707,10 +709,10 @@ def test_a_raw_subscriber_gets_a_line_that_is_not_utf8_as_its_exact_bytes(good, 
         client.emit("subscribe", {"wikis": "*", "with_offsets": True})
         parsed = [client.next() for _ in range(5)]
     assert sorted((args for kind, args in raw if kind == "change"), key=lambda args: args[1]) == [
-        (good[0].decode(), 0),
-        (latin1, 1),  # bytes, not text with U+FFFD in it
-        (garbage, 2),
-        (good[1].decode(), 3),
+        (good[0].decode(), 0, 1),
+        (latin1, 1, 2),  # bytes, not text with U+FFFD in it
+        (garbage, 2, 3),
+        (good[1].decode(), 3, 4),
     ]
     assert ("end", ({"count": 4, "offset": 4},)) in raw
     errors = sorted(args[0]["message"] for kind, args in parsed if kind == "error")

@@ -6,7 +6,15 @@ import json
 
 import pytest
 
-from stream_processor.records import InputFileError, check_wait, count_lines, open_recording, read_records
+from stream_processor.records import (
+    InputFileError,
+    check_wait,
+    count_blank_lines,
+    count_events,
+    count_lines,
+    open_recording,
+    read_records,
+)
 
 
 def write(tmp_path, data: bytes, name: str = "recording.json"):
@@ -47,7 +55,8 @@ def test_last_line_without_newline_is_read_whole(tmp_path):
 
 
 BAD_LINES = [
-    pytest.param(b"", "not valid JSON", id="blank"),
+    pytest.param(b"[" * 3000, "nested too deeply", id="deeply-nested"),
+    pytest.param(b'{"a":' * 3000, "nested too deeply", id="deeply-nested-objects"),
     pytest.param(b'{"id": 1, "wait": ', "not valid JSON", id="broken-json"),
     pytest.param(b"[1, 2, 3]", "not a JSON object (got list)", id="array"),
     pytest.param(b"42", "not a JSON object (got int)", id="number"),
@@ -168,7 +177,39 @@ def test_open_recording_on_a_directory_names_the_path(tmp_path):
 )
 def test_count_lines_counts_a_last_line_without_newline(tmp_path, data, expected):
     assert count_lines(write(tmp_path, data)) == expected
-    assert count_lines(write(tmp_path, data)) == len(list(read_records(write(tmp_path, data))))
+
+
+@pytest.mark.parametrize(
+    ("data", "events", "blank"),
+    [(b"", 0, 0), (b"\n", 0, 1), (b"a", 1, 0), (b"a\n\n\nb\n", 2, 2), (b"a\n  \t\r\nb\n\n", 2, 2), (b"a\n ", 1, 1)],
+)
+def test_count_events_skips_blank_lines(tmp_path, data, events, blank):
+    path = write(tmp_path, data)
+    assert count_events(path) == events == len(list(read_records(path)))
+    assert count_blank_lines(path) == blank
+
+
+def test_blank_lines_are_skipped_and_take_no_offset_but_line_numbers_stay_true(tmp_path):
+    path = write(tmp_path, b'{"n": 0}\n\n   \n{"n": 1}\r\n\n{"n": 2}\n\n')
+    records = list(read_records(path))
+    assert [r.offset for r in records] == [0, 1, 2]
+    assert [r.line_number for r in records] == [1, 4, 6]
+    assert [r.event["n"] for r in records] == [0, 1, 2]
+    assert records[1].raw == b'{"n": 1}\r'  # kept byte for byte: written back as it came
+    assert [r.offset for r in read_records(path, start=2)] == [2]
+
+
+def test_a_leading_byte_order_mark_is_dropped(tmp_path):
+    path = write(tmp_path, b'\xef\xbb\xbf{"n": 0}\n{"n": 1}\n')
+    first, second = read_records(path)
+    assert first.raw == b'{"n": 0}' and first.event == {"n": 0} and first.error is None
+    assert second.offset == 1
+
+
+def test_a_byte_order_mark_elsewhere_is_bad_input(tmp_path):
+    path = write(tmp_path, b'{"n": 0}\n\xef\xbb\xbf{"n": 1}\n')
+    _, second = read_records(path)
+    assert second.error and "JSON" in second.error
 
 
 @pytest.mark.parametrize("trailing_newline", [True, False])

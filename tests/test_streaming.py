@@ -202,7 +202,7 @@ def test_the_server_holds_at_most_window_unacknowledged_events_per_client(small_
     changes, errors = [], []
     with replay_server(small_recording, "--window", "5") as (url, _):
         client = socketio.Client()
-        client.on("change", lambda line, offset: changes.append(offset), namespace=NAMESPACE)
+        client.on("change", lambda line, offset, *_line_number: changes.append(offset), namespace=NAMESPACE)
         client.on("error", lambda data: errors.append(data["message"]), namespace=NAMESPACE)
         client.connect(url, namespaces=[NAMESPACE], transports=["websocket"])
         try:

@@ -72,7 +72,7 @@ def test_a_shorter_output_fails_naming_both_counts(recording, tmp_path, kept):
         output.write_bytes(b"")
     verdict = verify(recording, output)
     assert not verdict.ok
-    assert verdict.message == f"output has {kept} lines, input {len(INPUT_LINES)}"
+    assert verdict.message == f"output has {kept} lines, input {len(INPUT_LINES)} events"
 
 
 @pytest.mark.parametrize("extra", [1, 3])
@@ -80,7 +80,7 @@ def test_a_longer_output_fails_naming_both_counts(recording, tmp_path, extra):
     lines = INPUT_LINES + [json.dumps({"extra": n}) for n in range(extra)]
     verdict = verify(recording, write_lines(tmp_path / "output.json", lines))
     assert not verdict.ok
-    assert verdict.message == f"output has {len(INPUT_LINES) + extra} lines, input only {len(INPUT_LINES)}"
+    assert verdict.message == f"output has {len(INPUT_LINES) + extra} lines, input only {len(INPUT_LINES)} events"
 
 
 def test_a_torn_last_line_fails(recording, tmp_path):
