@@ -13,22 +13,28 @@ import sys
 from pathlib import Path
 
 from benchmarks import brokers
-from benchmarks.scenarios import SCENARIOS
+from benchmarks.scenarios import GROUPS, SCENARIOS
 from benchmarks.settings import FULL, SMOKE
 from benchmarks.suite import failures, run_suite
 from benchmarks.table import render
 from stream_processor.cli import Terminated, _positive_float, _positive_int, _raise_terminated
 
-DESCRIPTION = "Benchmarks of stream_processor: batch, realtime, throughput, memory, each beside its ideal."
+DESCRIPTION = (
+    "Benchmarks of stream_processor: batch, realtime, throughput, short tasks, ordering modes, memory and the "
+    "dashboard, each beside its ideal or floor; the replay server's rate and pacing beside their targets."
+)
 
 
-def _names(allowed: tuple[str, ...] | list[str]):
+def _names(allowed: tuple[str, ...] | list[str], groups: dict[str, list[str]] | None = None):
+    groups = groups or {}
+
     def parse(text: str) -> list[str]:
         names = [name.strip() for name in text.split(",") if name.strip()]
+        names = [member for name in names for member in groups.get(name, [name])]
         unknown = [name for name in names if name not in allowed]
         if unknown or not names:
-            raise argparse.ArgumentTypeError(f"choose from {', '.join(allowed)}; got {text!r}")
-        return names
+            raise argparse.ArgumentTypeError(f"choose from {', '.join([*allowed, *groups])}; got {text!r}")
+        return list(dict.fromkeys(names))
 
     return parse
 
@@ -37,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=DESCRIPTION)
     parser.add_argument("--smoke", action="store_true", help="small scale, a minute or two (default: full scale)")
     parser.add_argument(
-        "--only", type=_names(list(SCENARIOS)), default=list(SCENARIOS), help="scenarios, comma-separated (default all)"
+        "--only",
+        type=_names(list(SCENARIOS), GROUPS),
+        default=list(SCENARIOS),
+        help="scenarios, comma-separated; server = server-rate,server-pacing (default all)",
     )
     parser.add_argument(
         "--brokers", type=_names(brokers.KINDS), default=list(brokers.KINDS), help="default: embedded,rabbitmq"
@@ -48,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed", type=_positive_float, default=None, help="realtime replay speed: full 1, smoke 50")
     parser.add_argument("--throughput-events", type=_positive_int, default=None, help="full 20000, smoke 3000")
     parser.add_argument("--memory-events", type=_positive_int, default=None, help="full 100000, smoke 5000")
+    parser.add_argument("--dashboard-events", type=_positive_int, default=None, help="full 50000, smoke 5000")
+    parser.add_argument(
+        "--dashboard-repeats", type=_positive_int, default=None, help="runs with the page and without: full 7, smoke 2"
+    )
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     return parser
 
@@ -61,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         speed=args.speed,
         throughput_events=args.throughput_events,
         memory_events=args.memory_events,
+        dashboard_events=args.dashboard_events,
+        dashboard_repeats=args.dashboard_repeats,
     )
     if not settings.recording.is_file():
         print(f"benchmarks: {settings.recording}: no such file", file=sys.stderr)

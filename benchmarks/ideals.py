@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from stream_processor.ideal import simulate
+from stream_processor.ideal import simulate, simulate_mode
 from stream_processor.replay import ReplaySchedule
 
 
@@ -51,3 +51,11 @@ def quantile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+def mode_latencies(
+    durations: Sequence[float], workers: int, arrivals: Sequence[float], keys: Sequence, order: str
+) -> list[float]:
+    """Per event, in an ordering mode: from its arrival to its line written (see IdealRun)."""
+    released = simulate_mode(durations, workers, arrivals, keys, total_order=order == "total")
+    return [done - arrived for done, arrived in zip(released, arrivals, strict=True)]

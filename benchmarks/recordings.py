@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stream_processor.generate import generate_events
+from stream_processor.ordering import parse_order
 from stream_processor.records import check_wait, read_records
 from stream_processor.replay import _timestamp  # the timestamp a replay paces an event by
 
@@ -20,15 +21,22 @@ class Recording:
     path: Path
     waits: list[float]  # 0 for a line the run cannot send (it gets an error record at once)
     timestamps: list[float | None]
+    events: list[dict | None]
 
     @classmethod
     def load(cls, path: Path) -> Recording:
         """Read it the way a run does, with the reference task's validation."""
-        waits, timestamps = [], []
+        waits, timestamps, events = [], [], []
         for record in read_records(path, validate=check_wait):
             waits.append(0.0 if record.error else float(record.event["wait"]))
             timestamps.append(_timestamp(record.event))
-        return cls(path, waits, timestamps)
+            events.append(None if record.error else record.event)
+        return cls(path, waits, timestamps, events)
+
+    def keys(self, order: str) -> list:
+        """Each event's key in an ordering mode (None: waits for nothing)."""
+        mode = parse_order(order)
+        return [mode.key_of(event) for event in self.events]
 
     def __len__(self) -> int:
         return len(self.waits)

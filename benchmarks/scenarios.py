@@ -1,24 +1,31 @@
-"""The four scenarios. Each runs on one broker and returns rows of figures, every
-measured figure beside its ideal (or, for throughput, beside the raw Celery floor)."""
+"""The scenarios. Each runs on one broker and returns rows of figures, every measured
+figure beside its ideal (for throughput, beside the raw Celery floor; for the dashboard,
+beside the same run without the page)."""
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ideals
+from benchmarks import ideals, server
 from benchmarks.brokers import Broker
+from benchmarks.browser import HeadlessChromium, find_chromium
 from benchmarks.floor import celery_floor
 from benchmarks.memory import RssSampler
+from benchmarks.page_watch import CpuWatch, PageWatch, both, free_port
 from benchmarks.recordings import Recording, write_zero_wait_recording
 from benchmarks.runs import RunFailed, Watch, run_and_report
 from benchmarks.settings import Settings
 from stream_processor.records import read_records
 
 MEMORY_GROWTH_TARGET = 0.2  # RSS at the end of the stream within 20 % of RSS at its first checkpoint
-THROUGHPUT_RATIO_TARGET = 0.9
+THROUGHPUT_RATIO_TARGET = 0.9  # one task per event: the pipeline's own cost on top of Celery's
+BATCHED_THROUGHPUT_TARGET = 5.0  # with batches: past Celery's per-task floor
+SHORT_TASK_TARGETS = {12: 0.95, 64: 0.80}
+DASHBOARD_OVERHEAD_TARGET = 0.02  # zero-wait throughput with the live page open: within 2 % of without
 _STARTUP_S = 120.0  # generous: a run starts a broker, workers and maybe a server before its first event
 _SLOWEST_EVENTS_PER_S = 50.0  # a zero-wait run slower than this counts as stuck
 
@@ -125,25 +132,116 @@ def realtime(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
 
 
 def throughput(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
-    """Zero-wait events per second through the whole streaming pipeline vs the raw Celery floor."""
+    """Zero-wait events per second through the whole pipeline, streaming (server -> client
+    -> Celery -> ordered file) and file mode, batching on (the default) and off
+    (`--batch-max 1`), each beside the raw Celery per-task floor measured in the same run."""
     workers, count = workspace.settings.stream_workers, workspace.settings.throughput_events
-    report = _zero_wait_stream(broker, workspace, f"throughput-{broker.kind}", count)
-    pipeline_rate = report["events"] / report["span_s"]
     events = [record.event for record in read_records(workspace.zero_wait(count))]
     floor = celery_floor(broker, events, workers, _zero_wait_timeout_s(count))
-    return [
-        {
-            "broker": broker.kind,
-            "workers": workers,
-            **_counts(report),
-            "pipeline_span_s": report["span_s"],
-            "pipeline_events_per_s": round(pipeline_rate, 1),
-            "floor_elapsed_s": floor["elapsed_s"],
-            "floor_events_per_s": floor["events_per_s"],
-            "ratio": _share(pipeline_rate, floor["events_per_s"]),
-            "target_ratio": THROUGHPUT_RATIO_TARGET,
-        }
-    ]
+    rows = []
+    for script, mode in (("run_streaming.py", "streaming"), ("run.py", "file")):
+        for batch_max in (None, 1):
+            name = f"throughput-{broker.kind}-{mode}-{'batches' if batch_max is None else 'single'}"
+            flags = [] if batch_max is None else ["--batch-max", str(batch_max)]
+            report = _zero_wait_run(script, broker, workspace, name, count, flags)
+            rate = report["events"] / report["span_s"]
+            batched = batch_max is None
+            rows.append(
+                {
+                    "broker": broker.kind,
+                    "workers": workers,
+                    "mode": f"{mode}, {'batches (default)' if batched else '--batch-max 1'}",
+                    **_counts(report),
+                    "pipeline_span_s": report["span_s"],
+                    "pipeline_events_per_s": round(rate, 1),
+                    "floor_elapsed_s": floor["elapsed_s"],
+                    "floor_events_per_s": floor["events_per_s"],
+                    "ratio": _share(rate, floor["events_per_s"]),
+                    "target_ratio": BATCHED_THROUGHPUT_TARGET if batched else THROUGHPUT_RATIO_TARGET,
+                    "mean_event_run_ms": report.get("batching", {}).get("mean_event_run_ms"),
+                }
+            )
+    return rows
+
+
+def short_tasks(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
+    """File mode on the recording at a small time scale (about 34 ms an event at 0.02):
+    efficiency against the ideal, batching on and off, where Celery's per-task cost decides."""
+    settings, recording = workspace.settings, workspace.recording
+    durations = recording.durations(settings.short_time_scale)
+    rows = []
+    for workers in settings.short_workers:
+        ideal_span = ideals.makespan(durations, workers)
+        for batch_max in (None, 1):
+            flags = [] if batch_max is None else ["--batch-max", str(batch_max)]
+            report = _run(
+                "run.py",
+                workspace,
+                f"short-{broker.kind}-w{workers}-{batch_max or 'batches'}",
+                ["--input", str(recording.path), "--workers", str(workers)]
+                + ["--time-scale", str(settings.short_time_scale), *flags],
+                broker,
+                expected_events=len(recording),
+                timeout_s=_STARTUP_S + 20 * ideal_span + 60,
+            )
+            rows.append(
+                {
+                    "broker": broker.kind,
+                    "workers": workers,
+                    "time_scale": settings.short_time_scale,
+                    "batching": "on (default)" if batch_max is None else "off (--batch-max 1)",
+                    **_counts(report),
+                    "span_s": report["span_s"],
+                    "ideal_span_s": round(ideal_span, 4),
+                    "efficiency": _share(ideal_span, report["span_s"]),
+                    "target": SHORT_TASK_TARGETS.get(workers) if batch_max is None else None,
+                    "mean_event_run_ms": report.get("batching", {}).get("mean_event_run_ms"),
+                    "handoff_ms": report.get("batching", {}).get("handoff_ms"),
+                }
+            )
+    return rows
+
+
+def orders(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
+    """Each ordering mode, streaming in real time: per-event latency (arrival to written)
+    beside the zero-overhead ideal of the same mode on the same arrivals (the harness's)."""
+    settings, recording = workspace.settings, workspace.recording
+    workers = settings.stream_workers
+    durations = recording.durations(settings.time_scale)
+    arrivals = ideals.paced_arrivals(recording.timestamps, settings.speed)
+    rows = []
+    for order in ("total", "key:wiki,title", "none"):
+        ideal_latencies = ideals.mode_latencies(durations, workers, arrivals, recording.keys(order), order)
+        report = _run(
+            "run_streaming.py",
+            workspace,
+            f"order-{broker.kind}-{order.replace(':', '-').replace(',', '-')}",
+            ["--input", str(recording.path), "--realtime", "--speed", str(settings.speed), "--order", order]
+            + ["--time-scale", str(settings.time_scale), "--workers", str(workers)],
+            broker,
+            expected_events=len(recording),
+            timeout_s=_STARTUP_S + 3 * (max(arrivals, default=0) + sum(durations) / workers),
+        )
+        measured = report["latency_s"]
+        ideal_p50, ideal_p99 = ideals.quantile(ideal_latencies, 0.5), ideals.quantile(ideal_latencies, 0.99)
+        rows.append(
+            {
+                "broker": broker.kind,
+                "workers": workers,
+                "order": order,
+                "speed": settings.speed,
+                "time_scale": settings.time_scale,
+                **_counts(report),
+                "latency_p50_s": measured["p50"],
+                "ideal_latency_p50_s": round(ideal_p50, 4),
+                "excess_p50_s": round(measured["p50"] - ideal_p50, 4),
+                "latency_p99_s": measured["p99"],
+                "ideal_latency_p99_s": round(ideal_p99, 4),
+                "excess_p99_s": round(measured["p99"] - ideal_p99, 4),
+                "run_ideal_latency_s": report.get("ideal_latency_s"),
+            }
+        )
+    return rows
 
 
 def memory(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
@@ -168,8 +266,97 @@ def memory(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
     ]
 
 
-Scenario = Callable[[Broker, Workspace], list[dict[str, Any]]]
-SCENARIOS: dict[str, Scenario] = {"batch": batch, "realtime": realtime, "throughput": throughput, "memory": memory}
+def dashboard(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
+    """Zero-wait throughput of run.py with its live page open in a headless Chromium, beside
+    the same run without it: same recording, same settings, in pairs run back to back
+    (ABBA, so a drift of the machine weighs on both sides alike). The overhead is the median
+    of the pairs'; the CPU seconds of the run's process and of the browser go beside it."""
+    chromium = find_chromium()
+    if chromium is None:
+        return [{"broker": broker.kind, "skipped": "Chromium is not installed (apt-get install chromium)"}]
+    settings = workspace.settings
+    count, workers = settings.dashboard_events, settings.stream_workers
+    args = ["--input", str(workspace.zero_wait(count)), "--workers", str(workers)]
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    cpu: dict[bool, list[float]] = {False: [], True: []}
+    browser_cpu, opened_at, final_shown = [], [], []
+    with HeadlessChromium(chromium) as browser:
+        for repeat in range(settings.dashboard_repeats):
+            for with_page in (False, True) if repeat % 2 == 0 else (True, False):
+                name = f"dashboard-{broker.kind}-{repeat}-{'page' if with_page else 'none'}"
+                viewer = PageWatch(browser, free_port()) if with_page else None
+                meter = CpuWatch(browser.pids if with_page else tuple)
+                report = _run(
+                    "run.py",
+                    workspace,
+                    name,
+                    args + (["--dashboard", str(viewer.port)] if viewer else []),
+                    broker,
+                    expected_events=count,
+                    timeout_s=_zero_wait_timeout_s(count),
+                    watch=both(meter.watch, viewer.watch) if viewer else meter.watch,
+                )
+                rates[with_page].append(round(report["events"] / report["span_s"], 1))
+                cpu[with_page].append(round(meter.run_s, 2))
+                if viewer:
+                    browser_cpu.append(round(meter.stop(), 2))
+                    opened_at.append(viewer.received_when_opened)
+                    final_shown.append(viewer.final_events())
+        problems = list(browser.problems)
+    pairs = [round(1 - page / none, 4) for none, page in zip(rates[False], rates[True], strict=True)]
+    overhead = statistics.median(pairs)
+    return [
+        {
+            "broker": broker.kind,
+            "workers": workers,
+            "events": count,
+            "repeats": settings.dashboard_repeats,
+            "without_page_events_per_s": statistics.median(rates[False]),
+            "with_page_events_per_s": statistics.median(rates[True]),
+            "overhead": overhead,  # the median of the pairs' 1 - with / without
+            "target_overhead": DASHBOARD_OVERHEAD_TARGET,
+            "within_target": overhead <= DASHBOARD_OVERHEAD_TARGET,
+            "pair_overheads": pairs,
+            "runs_without_page": rates[False],
+            "runs_with_page": rates[True],
+            "run_cpu_s_without_page": statistics.median(cpu[False]),
+            "run_cpu_s_with_page": statistics.median(cpu[True]),
+            "browser_cpu_s": statistics.median(browser_cpu),  # the page's whole cost outside the run
+            # 0 each: the page was open before the run's first event; the final summary showed every event.
+            "received_when_page_opened": opened_at,
+            "page_final_events": final_shown,
+            "page_errors": problems,
+        }
+    ]
+
+
+def server_rate(broker: Broker | None, workspace: Workspace) -> list[dict[str, Any]]:
+    """The replay server alone: events/s to one client, per async mode, transport and client."""
+    recording = workspace.zero_wait(workspace.settings.server_rate_events)
+    return server.rates(recording, workspace.directory)
+
+
+def server_pacing(broker: Broker | None, workspace: Workspace) -> list[dict[str, Any]]:
+    """The replay server alone: its pacing error with many clients at 1x, per async mode."""
+    settings = workspace.settings
+    recording = server.paced_recording(settings.recording, settings.pacing_events, workspace.directory / "paced.json")
+    return server.pacing(recording, workspace.directory, settings.pacing_clients)
+
+
+Scenario = Callable[[Broker | None, Workspace], list[dict[str, Any]]]
+SCENARIOS: dict[str, Scenario] = {
+    "batch": batch,
+    "realtime": realtime,
+    "throughput": throughput,
+    "short": short_tasks,
+    "order": orders,
+    "memory": memory,
+    "dashboard": dashboard,
+    "server-rate": server_rate,
+    "server-pacing": server_pacing,
+}
+WITHOUT_BROKER = ("server-rate", "server-pacing")  # run once, not once per broker
+GROUPS = {"server": ["server-rate", "server-pacing"]}  # names --only takes for several scenarios
 
 
 def _run(
@@ -199,11 +386,24 @@ def _zero_wait_stream(
     broker: Broker, workspace: Workspace, name: str, count: int, watch: Watch | None = None
 ) -> dict[str, Any]:
     """run_streaming.py on `count` zero-wait events, with the stream scenarios' workers."""
+    return _zero_wait_run("run_streaming.py", broker, workspace, name, count, watch=watch)
+
+
+def _zero_wait_run(
+    script: str,
+    broker: Broker,
+    workspace: Workspace,
+    name: str,
+    count: int,
+    flags: list[str] = (),
+    watch: Watch | None = None,
+) -> dict[str, Any]:
+    """`script` on `count` zero-wait events, with the stream scenarios' workers."""
     return _run(
-        "run_streaming.py",
+        script,
         workspace,
         name,
-        ["--input", str(workspace.zero_wait(count)), "--workers", str(workspace.settings.stream_workers)],
+        ["--input", str(workspace.zero_wait(count)), "--workers", str(workspace.settings.stream_workers), *flags],
         broker,
         expected_events=count,
         timeout_s=_zero_wait_timeout_s(count),

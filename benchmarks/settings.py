@@ -21,6 +21,13 @@ class Settings:
     stream_workers: int = 12  # realtime, throughput and memory: the project's default
     throughput_events: int = 20_000
     memory_events: int = 100_000
+    short_time_scale: float = 0.02  # short tasks: about 34 ms an event, where per-task cost decides
+    short_workers: tuple[int, ...] = (12, 64)
+    dashboard_events: int = 50_000  # dashboard: zero-wait events per run (file mode: several seconds)
+    dashboard_repeats: int = 7  # dashboard: runs with the page open, and as many without it
+    server_rate_events: int = 50_000  # zero-wait events replayed to one client, no pacing
+    pacing_clients: int = 50
+    pacing_events: int = 120  # the recording's first events: about a minute at 1x
     smoke: bool = False
 
     @property
@@ -41,4 +48,15 @@ class Settings:
 FULL = Settings()
 # Realtime keeps the full run's load: speed x time scale = 1, so the workers are as busy
 # relative to the arrivals as at full scale, only 50 times faster.
-SMOKE = Settings(time_scale=0.02, speed=50.0, throughput_events=3_000, memory_events=5_000, smoke=True)
+SMOKE = Settings(
+    time_scale=0.02,
+    speed=50.0,
+    throughput_events=3_000,
+    memory_events=5_000,
+    short_workers=(12,),
+    dashboard_events=5_000,
+    dashboard_repeats=2,
+    server_rate_events=5_000,
+    pacing_events=20,  # about ten seconds at 1x
+    smoke=True,
+)

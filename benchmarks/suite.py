@@ -17,7 +17,7 @@ import kombu
 
 from benchmarks.brokers import Broker
 from benchmarks.runs import ROOT
-from benchmarks.scenarios import SCENARIOS, Workspace
+from benchmarks.scenarios import SCENARIOS, WITHOUT_BROKER, Workspace
 from benchmarks.settings import Settings
 
 log = logging.getLogger("benchmarks")
@@ -37,22 +37,24 @@ def run_suite(
     }
     with tempfile.TemporaryDirectory(prefix="stream-processor-bench-") as directory:
         workspace = Workspace(Path(directory), settings)
-        results["recording_events"] = len(workspace.recording) if {"batch", "realtime"} & set(scenarios) else None
+        replays_recording = {"batch", "realtime", "short", "order"} & set(scenarios)
+        results["recording_events"] = len(workspace.recording) if replays_recording else None
         for name in scenarios:
-            for broker in brokers:
-                log.info("%s on %s ...", name, broker.kind)
+            for broker in [None] if name in WITHOUT_BROKER else brokers:
+                log.info("%s on %s ...", name, broker.kind if broker else "no broker")
                 results["scenarios"][name] += _rows_or_failure(name, broker, workspace)
     results["elapsed_s"] = round(time.monotonic() - started, 1)
     return results
 
 
-def _rows_or_failure(name: str, broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
+def _rows_or_failure(name: str, broker: Broker | None, workspace: Workspace) -> list[dict[str, Any]]:
     """The scenario's rows, or one row saying why it failed (a long benchmark goes on)."""
+    kind = broker.kind if broker else "-"
     try:
-        return SCENARIOS[name](broker, workspace)
+        return [{"broker": kind, **row} for row in SCENARIOS[name](broker, workspace)]
     except Exception as exc:
-        log.exception("%s on %s failed", name, broker.kind)
-        return [{"broker": broker.kind, "error": f"{type(exc).__name__}: {exc}"}]
+        log.exception("%s on %s failed", name, kind)
+        return [{"broker": kind, "error": f"{type(exc).__name__}: {exc}"}]
 
 
 def failures(results: dict[str, Any]) -> list[str]:

@@ -14,6 +14,15 @@ def figure(key: str, spec: str = "", prefix: str = "") -> Cell:
     return lambda row: "-" if row.get(key) is None else prefix + format(row[key], spec)
 
 
+def median_and_range(key: str, runs: str) -> Cell:
+    """A median with the lowest and highest of the runs it is the median of."""
+    return lambda row: f"{row[key]:.0f} ({min(row[runs]):.0f}-{max(row[runs]):.0f})"
+
+
+def two(first: str, second: str, spec: str) -> Cell:
+    return lambda row: f"{format(row[first], spec)} / {format(row[second], spec)}"
+
+
 def rss_at_checkpoints(row: dict[str, Any]) -> str:
     return " / ".join(f"{point['rss_mb']:.1f}" for point in row["checkpoints"]) or "-"
 
@@ -41,10 +50,40 @@ COLUMNS: dict[str, list[Column]] = {
     ],
     "throughput": [
         *RUN,
+        ("mode", figure("mode")),
         ("pipeline ev/s", figure("pipeline_events_per_s", ".0f")),
         ("celery floor ev/s", figure("floor_events_per_s", ".0f")),
         ("ratio", figure("ratio", ".2f")),
         ("target", figure("target_ratio", ".2f", prefix=">= ")),
+    ],
+    "short": [
+        *RUN,
+        ("batching", figure("batching")),
+        ("span s", figure("span_s", ".3f")),
+        ("ideal s", figure("ideal_span_s", ".3f")),
+        ("efficiency", figure("efficiency", ".1%")),
+        ("target", figure("target", ".0%", prefix=">= ")),
+    ],
+    "order": [
+        BROKER,
+        WORKERS,
+        ("order", figure("order")),
+        ("p50 s", figure("latency_p50_s", ".3f")),
+        ("ideal p50", figure("ideal_latency_p50_s", ".3f")),
+        ("p99 s", figure("latency_p99_s", ".3f")),
+        ("ideal p99", figure("ideal_latency_p99_s", ".3f")),
+        ("excess p50 s", figure("excess_p50_s", ".3f")),
+        ("excess p99 s", figure("excess_p99_s", ".3f")),
+    ],
+    "dashboard": [
+        *RUN,
+        ("without page ev/s (range)", median_and_range("without_page_events_per_s", "runs_without_page")),
+        ("with page ev/s (range)", median_and_range("with_page_events_per_s", "runs_with_page")),
+        ("overhead (pairs' median)", figure("overhead", "+.1%")),
+        ("target", figure("target_overhead", ".0%", prefix="<= ")),
+        ("run CPU s without / with", two("run_cpu_s_without_page", "run_cpu_s_with_page", ".2f")),
+        ("browser CPU s", figure("browser_cpu_s", ".2f")),
+        ("runs", figure("repeats", "d", prefix="2 x ")),
     ],
     "memory": [
         *RUN,
@@ -52,6 +91,23 @@ COLUMNS: dict[str, list[Column]] = {
         ("peak MB", figure("peak_rss_mb", ".1f")),
         ("growth", figure("growth", "+.1%")),
         ("target", figure("target_growth", ".0%", prefix="<= ")),
+    ],
+    "server-rate": [
+        ("mode", figure("async_mode")),
+        ("transport", figure("transport")),
+        ("client", figure("client")),
+        ("events", figure("events", "d")),
+        ("events/s", figure("events_per_s", ",d")),
+        ("target", figure("target_events_per_s", ",d", prefix=">= ")),
+    ],
+    "server-pacing": [
+        ("mode", figure("async_mode")),
+        ("clients", figure("clients", "d")),
+        ("paced events", figure("paced_events", "d")),
+        ("p50 ms", figure("pacing_p50_ms", ".1f")),
+        ("p99 ms", figure("pacing_p99_ms", ".1f")),
+        ("max ms", figure("pacing_max_ms", ".1f")),
+        ("target p99", figure("target_p99_ms", ".0f", prefix="<= ")),
     ],
 }
 
@@ -66,10 +122,24 @@ def titles(results: dict[str, Any]) -> dict[str, str]:
         "realtime": f"realtime: run_streaming.py --realtime --speed {settings['speed']:g} on {recording}, "
         f"time scale {settings['time_scale']:g}; ideal = zero-overhead run on the paced arrivals, "
         "latencies per event, in order",
-        "throughput": f"throughput: {settings['throughput_events']} zero-wait events, run_streaming.py "
-        "vs raw Celery (send_task + rpc:// results, same broker and concurrency); ratio = pipeline / floor",
+        "throughput": f"throughput: {settings['throughput_events']} zero-wait events, streaming (run_streaming.py) "
+        "and file mode (run.py), batching on and off, vs raw Celery one task per event (send_task + rpc:// "
+        "results, same broker and concurrency); ratio = pipeline / floor",
+        "short": f"short tasks: file mode on {recording}, time scale {settings['short_time_scale']:g}, "
+        "batching on and off; ideal = zero-overhead FIFO makespan, efficiency = ideal / span",
+        "order": f"order: run_streaming.py --realtime --speed {settings['speed']:g} --order MODE on {recording}, "
+        f"time scale {settings['time_scale']:g}; ideal = the zero-overhead run of the same mode on the paced "
+        "arrivals; latency per event, arrival to written",
         "memory": f"memory: streaming client (run_streaming.py main process) RSS on {settings['memory_events']} "
         f"zero-wait events, at {checkpoints} lines written; ideal = flat, growth = last / first checkpoint - 1",
+        "dashboard": f"dashboard: {settings['dashboard_events']} zero-wait events through run.py with its live page "
+        "open in headless Chromium vs the same run without it, in back-to-back pairs; overhead = 1 - with / without",
+        "server-rate": f"server rate: {settings['server_rate_events']} zero-wait events to one client, no pacing, "
+        "first event to end; node = socket.io-client (plain RCStream) or npm eventsource, "
+        "ours = ReplayClient (batch 100) or EventStreamClient, inbox drained only",
+        "server-pacing": f"server pacing: {settings['pacing_clients']} clients at 1x (half socket.io-client, half "
+        f"npm eventsource, one Node process), the first {settings['pacing_events']} events of "
+        f"{settings['recording']}; the server's lateness per event (/status)",
     }
 
 
@@ -88,6 +158,8 @@ def _table(columns: list[Column], rows: list[dict[str, Any]]) -> str:
     for row in rows:
         if "error" in row:
             failures.append(f"  {row['broker']}: FAILED: {row['error']}")
+        elif "skipped" in row:
+            failures.append(f"  {row.get('broker', '-')}: skipped: {row['skipped']}")
         else:
             lines.append([cell(row) for _, cell in columns])
     widths = [max(len(line[i]) for line in lines) for i in range(len(columns))]

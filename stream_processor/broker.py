@@ -32,6 +32,27 @@ class BrokerError(processes.StartError):
     """The embedded broker could not be started."""
 
 
+class BrokerUnreachable(ValueError):
+    """The broker the user named cannot be reached: fix the URL or start it (exit 2)."""
+
+
+REACH_TIMEOUT_S = 10.0
+
+
+def check_reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Connect once, or say in one sentence which broker cannot be reached and why."""
+    try:
+        with Connection(url, connect_timeout=min(timeout_s, 5.0)) as connection:
+            connection.ensure_connection(max_retries=1, timeout=timeout_s)
+    except Exception as exc:  # kombu raises the transport's own errors, of many kinds
+        raise BrokerUnreachable(f"cannot reach the broker {describe(url)}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
 def resolve_broker(cli_value: str | None) -> str | None:
     """The external broker URL to use, or None for the embedded broker."""
     value = cli_value or os.environ.get(BROKER_ENV) or None
@@ -176,6 +197,7 @@ def broker_for_run(cli_value: str | None, on_give_up: Callable[[Exception], None
     """The broker a run uses, starting (and stopping) the embedded one if no URL is given."""
     external = resolve_broker(cli_value)
     if external:
+        check_reachable(external)
         yield RunBroker(external, describe(external), embedded=False)
         return
     with EmbeddedRedis(on_give_up=on_give_up) as embedded:

@@ -1,16 +1,19 @@
-"""Running events as Celery tasks, with results pushed back on a reply queue of our own.
+"""Running batches of events as Celery tasks, with results pushed back on a reply queue
+of our own.
 
-Each task is sent with `reply_to` naming a queue this client declared; the worker's
-rpc:// result backend publishes the task's final state there, whatever it is (success,
-exception, time limit, revoked). A consumer thread receives those messages as the
-broker delivers them: no per-task polling of a result store. The task id carries the
-run id and the offset, so a reply is matched without any lookup table.
+Each task (one batch) is sent with `reply_to` naming a queue this client declared; the
+worker's rpc:// result backend publishes the task's final state there, whatever it is
+(success, exception, time limit, lost worker). A consumer thread receives those messages
+as the broker delivers them: no per-task polling of a result store. A reply is matched
+to its batch by task id; the first reply for a batch counts, any later one is dropped.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -18,7 +21,8 @@ from celery import states
 from kombu import Connection, Queue
 from kombu.mixins import ConsumerMixin
 
-from stream_processor.executor import OnComplete
+from stream_processor.execution import FAILED, INVALID, TIMED_OUT
+from stream_processor.executor import LOST, Completion, EventTask, OnComplete, completions_of, follows_of
 from stream_processor.tasks import DEFAULT_TASK, QUEUE, TASK_NAME, make_app
 
 log = logging.getLogger(__name__)
@@ -26,19 +30,22 @@ log = logging.getLogger(__name__)
 REPLY_QUEUE_TTL_S = 24 * 3600  # RabbitMQ drops an abandoned reply queue after a day
 
 
-def time_limits(task_timeout_s: float | None) -> dict[str, float]:
-    """Celery's soft limit raises in the task; the hard one kills a task that ignores it."""
-    if not task_timeout_s:
-        return {}
-    return {"soft_time_limit": task_timeout_s, "time_limit": hard_time_limit(task_timeout_s)}
-
-
 def hard_time_limit(task_timeout_s: float) -> float:
+    """Seconds after which a task that ignores its time limit is killed."""
     return task_timeout_s + max(1.0, 0.1 * task_timeout_s)
 
 
+def batch_hard_limit(task_timeout_s: float | None, events: int) -> dict[str, float]:
+    """Celery's hard limit for a batch: each event has its own soft limit inside it (it
+    raises in the function); this kills a batch whose event swallowed that. Its events
+    then run alone, so the culprit alone is killed at the plain hard limit."""
+    if not task_timeout_s:
+        return {}
+    return {"time_limit": (events - 1) * task_timeout_s + hard_time_limit(task_timeout_s)}
+
+
 class CeleryExecutor:
-    """Submit events to Celery workers through `broker_url`; collect replies on a thread."""
+    """Submit batches to Celery workers through `broker_url`; collect replies on a thread."""
 
     def __init__(
         self,
@@ -47,8 +54,6 @@ class CeleryExecutor:
         time_scale: float = 1.0,
         queue: str = QUEUE,
         start_timeout_s: float = 30.0,
-        retries: int = 0,
-        backoff_s: float = 1.0,
         task_timeout_s: float | None = None,
     ) -> None:
         # No result backend on this side: it would declare a reply queue per thread that
@@ -56,10 +61,12 @@ class CeleryExecutor:
         self.app = make_app(broker_url, queue, backend="disabled")
         self.queue = queue
         self.start_timeout_s = start_timeout_s
-        # What every task of the run carries besides its event, built once, not per event.
-        self._task_kwargs = {"time_scale": time_scale, "expect": task_path, "retries": retries, "backoff_s": backoff_s}
-        self._time_limits = time_limits(task_timeout_s)
+        self.task_timeout_s = task_timeout_s
+        # What every task of the run carries besides its lines, built once, not per batch.
+        self._task_kwargs = {"time_scale": time_scale, "expect": task_path, "timeout_s": task_timeout_s}
         self.run_id = uuid.uuid4().hex[:12]
+        self._sequence = itertools.count()
+        self._in_flight: dict[str, list[EventTask]] = {}  # task id -> its batch, until its reply
         self.reply_queue = Queue(
             f"stream_processor.replies.{self.run_id}",
             routing_key=f"stream_processor.replies.{self.run_id}",
@@ -75,7 +82,7 @@ class CeleryExecutor:
         self._collector = _ReplyCollector(
             Connection(self.app.conf.broker_url, transport_options=self._transport_options()),
             self.reply_queue,
-            self.run_id,
+            self._reply_to_completions,
             on_complete,
         )
         self._thread = threading.Thread(
@@ -89,26 +96,54 @@ class CeleryExecutor:
     def _transport_options(self) -> dict[str, Any]:
         return dict(self.app.conf.broker_transport_options or {})
 
-    def submit(self, offset: int, event: dict[str, Any]) -> None:
+    def submit(self, batch: list[EventTask]) -> None:
+        task_id = f"{self.run_id}.{next(self._sequence)}"
+        self._in_flight[task_id] = batch  # before sending: the reply may come back at once
         self.app.send_task(
             TASK_NAME,
-            args=(event,),
-            kwargs=self._task_kwargs,
-            task_id=f"{self.run_id}:{offset}",
+            args=([task.line for task in batch],),
+            kwargs=self._kwargs_for(batch),
+            task_id=task_id,
             queue=self.queue,
             reply_to=self.reply_queue.name,
             producer=self._sending_producer(),
-            # Celery would otherwise repr() every event into the message headers, for logs.
-            argsrepr=f"(event at offset {offset},)",
+            # Celery would otherwise repr() every line into the message headers, for logs.
+            argsrepr=f"({len(batch)} events from offset {batch[0].offset},)",
             kwargsrepr="",
-            **self._time_limits,
+            **batch_hard_limit(self.task_timeout_s, len(batch)),
         )
 
+    def _kwargs_for(self, batch: list[EventTask]) -> dict[str, Any]:
+        kwargs = {**self._task_kwargs, "sent_at": time.time()}
+        follows = follows_of(batch)
+        if follows:
+            kwargs["follows"] = follows
+        return kwargs
+
     def _sending_producer(self):
-        """Submit is called from one thread (the run's intake), which owns this producer."""
+        """Submit is called from one thread (the run's core), which owns this producer."""
         if self._producer is None:
             self._producer = self.app.producer_pool.acquire(block=True)
         return self._producer
+
+    @property
+    def batches_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def _reply_to_completions(self, task_id: str, status: str, result: Any) -> list[Completion] | None:
+        """The completions a final reply stands for, or None for a reply already counted
+        (a repeat after a redelivery, a worker that comes back late) or not ours."""
+        batch = self._in_flight.pop(task_id, None)
+        if batch is None:
+            return None
+        if status == states.SUCCESS:
+            result = result if isinstance(result, dict) else {}
+            worker = result.get("worker")
+            return completions_of(
+                batch, result.get("outcomes"), worker if isinstance(worker, str) else None, _handoff_s(result)
+            )
+        kind, why = _failure_of(status, result, self.task_timeout_s, len(batch))
+        return [Completion(task.offset, kind, why) for task in batch]
 
     def close(self) -> None:
         if self._producer is not None:
@@ -137,10 +172,10 @@ def delete_queue(broker_url: str, queue: Queue) -> None:
 class _ReplyCollector(ConsumerMixin):
     """Consumes rpc:// result messages and turns final states into completions."""
 
-    def __init__(self, connection: Connection, queue: Queue, run_id: str, on_complete: OnComplete):
+    def __init__(self, connection: Connection, queue: Queue, to_completions, on_complete: OnComplete):
         self.connection = connection
         self.queue = queue
-        self.run_id = run_id
+        self.to_completions = to_completions
         self.on_complete = on_complete
         self.ready = threading.Event()
 
@@ -153,31 +188,36 @@ class _ReplyCollector(ConsumerMixin):
     def on_connection_error(self, exc, interval) -> None:
         log.warning("broker connection lost (%s); retrying in %.1f s", exc, interval)
 
-    def on_reply(self, body: dict[str, Any], message) -> None:
-        status = body.get("status")
-        if status not in states.READY_STATES:
-            return  # RETRY, STARTED: the task is not done yet
-        run_id, _, offset = str(body.get("task_id", "")).partition(":")
-        if run_id != self.run_id or not offset.isdigit():
-            log.debug("ignoring a reply for another run: %s", body.get("task_id"))
-            return
-        if status == states.SUCCESS:
-            self.on_complete(int(offset), True, body.get("result"))
-        else:
-            self.on_complete(int(offset), False, _error_text(status, body.get("result")))
+    def on_reply(self, body: Any, message) -> None:
+        if not isinstance(body, dict) or body.get("status") not in states.READY_STATES:
+            return  # STARTED and the like: not done yet
+        completions = self.to_completions(str(body.get("task_id")), body["status"], body.get("result"))
+        if completions:
+            self.on_complete(completions)
 
 
-def _error_text(status: str, result: Any) -> str:
-    """One line for an error record: what went wrong, without Celery's wrapping."""
+def _handoff_s(result: dict[str, Any]) -> float | None:
+    """Celery's cost between two tasks on one process, if this batch measured it: it was
+    already waiting when its process finished the one before (see tasks.handoff_timing)."""
+    gap, waited = result.get("gap_s"), result.get("waited_s")
+    if not all(isinstance(value, int | float) and not isinstance(value, bool) for value in (gap, waited)):
+        return None
+    return gap if 0 <= gap < waited else None
+
+
+def _failure_of(status: str, result: Any, task_timeout_s: float | None, events: int) -> tuple[str, str]:
+    """What a batch that did not return means for each of its events: (kind, why)."""
+    kind, message = status, result
     if isinstance(result, dict) and "exc_type" in result:
         kind, message = result["exc_type"], result.get("exc_message")
         if isinstance(message, list | tuple):
             message = ", ".join(str(part) for part in message)
-        if kind == "EventFailed":
-            return f"failed: {message}"
-        if kind == "EventTimedOut":
-            return f"timed out: {message}"
-        if kind == "TimeLimitExceeded":
-            return f"timed out: killed at the hard time limit of {message} s"
-        return f"{kind}: {message}"
-    return f"{status}: {result}"
+    if kind == "WorkerLostError":
+        return LOST, f"{kind}: {message}"
+    if kind == "TimeLimitExceeded":
+        if events > 1:
+            return LOST, f"the batch was killed at its hard time limit of {message} s"
+        return TIMED_OUT, f"killed at the hard time limit of {hard_time_limit(task_timeout_s or 0):g} s"
+    if kind in ("TaskMismatch", "MalformedBatch"):
+        return INVALID, f"{kind}: {message}"
+    return FAILED, f"{kind}: {message}"

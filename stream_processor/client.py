@@ -25,6 +25,10 @@ from stream_processor.protocol import NAMESPACE
 
 log = logging.getLogger(__name__)
 
+# Changes per message: python-socketio's client hands each message to a thread of its own,
+# which caps it at a few thousand messages a second; batches of 100 make that cap moot.
+DEFAULT_BATCH = 100
+
 
 @dataclass(frozen=True, slots=True)
 class Change:
@@ -52,6 +56,8 @@ class ReplayClient:
         ack_every: int = 100,
         connect_timeout_s: float = 30.0,
         token: str | None = None,
+        batch: int = DEFAULT_BATCH,
+        reconnect_delay_s: float = 0.2,  # before the first attempt after a drop; doubles up to 2 s
     ) -> None:
         self.url = url
         self.next_offset = start_offset  # the first offset not yet received
@@ -60,6 +66,7 @@ class ReplayClient:
         self.ack_every = max(1, ack_every)
         self.connect_timeout_s = connect_timeout_s
         self.token = token
+        self.batch = batch  # changes per message asked of the server (1: one `change` each)
         self.refusal: str | None = None  # why the server refused us, if it did
         self.inbox: queue.Queue[Change | End] = queue.Queue()
         self.reconnects = 0
@@ -69,10 +76,16 @@ class ReplayClient:
         self._early: dict[int, Change] = {}  # arrived before an earlier offset did
         self._end: End | None = None  # arrived before some of its changes did
         self._connected_once = False
-        self.sio = socketio.Client(reconnection=True, reconnection_delay=0.2, reconnection_delay_max=2)
+        self._disconnected_at: float | None = None
+        self._closing = False
+        self.sio = socketio.Client(
+            reconnection=True, reconnection_delay=reconnect_delay_s, reconnection_delay_max=max(2, reconnect_delay_s)
+        )
         self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
+        self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
         self.sio.on("connect_error", self._on_connect_error, namespace=NAMESPACE)
         self.sio.on("change", self._on_change, namespace=NAMESPACE)
+        self.sio.on("changes", self._on_changes, namespace=NAMESPACE)
         self.sio.on("end", self._on_end, namespace=NAMESPACE)
         self.sio.on("error", self._on_error, namespace=NAMESPACE)
 
@@ -92,13 +105,28 @@ class ReplayClient:
             raise ConnectionError(f"cannot subscribe to {self.url}{NAMESPACE}: {reason}") from None
 
     def _on_connect_error(self, data: Any = None) -> None:
-        self.refusal = data.get("message") if isinstance(data, dict) else str(data)
-        log.error("%s refused the connection: %s", self.url, self.refusal)
+        if isinstance(data, dict):  # the server answered, and said no (a wrong token, say)
+            self.refusal = data.get("message")
+            log.error("%s refused the connection: %s", self.url, self.refusal)
+        else:  # nobody answered (yet): a server restarting, a network gone
+            log.info("cannot reach %s (%s); trying again", self.url, data)
 
     def close(self) -> None:
+        self._closing = True
         self.sio.disconnect()
 
+    def _on_disconnect(self, *reason: Any) -> None:
+        if self._disconnected_at is None and not self._closing:
+            self._disconnected_at = time.monotonic()
+            log.warning("lost the connection to %s (%s); reconnecting", self.url, reason[0] if reason else "?")
+
+    def disconnected_for(self) -> float:
+        """Seconds since the connection dropped without coming back; 0 while connected."""
+        since = self._disconnected_at
+        return 0.0 if since is None else time.monotonic() - since
+
     def _on_connect(self) -> None:
+        self._disconnected_at = None
         if self._connected_once:
             self.reconnects += 1
             log.warning("reconnected to %s; resubscribing from offset %d", self.url, self.next_offset)
@@ -107,6 +135,8 @@ class ReplayClient:
 
     def _subscription(self) -> dict[str, Any]:
         request: dict[str, Any] = {"wikis": "*", "offset": self.next_offset, "with_offsets": True, "raw": True}
+        if self.batch > 1:
+            request["batch"] = self.batch
         if self.realtime is not None:
             request["realtime"] = self.realtime
         if self.speed is not None:
@@ -116,20 +146,39 @@ class ReplayClient:
     # -- receiving -----------------------------------------------------------------------
 
     def _on_change(self, line: Any, offset: Any = None, line_number: Any = None) -> None:
+        with self._arrival_lock:
+            self._arrived(line, offset, line_number)
+            self._release_in_order()
+
+    def _on_changes(self, changes: Any = None) -> None:
+        """Several changes in one message (`batch`): each [line, offset, line number]."""
+        if not isinstance(changes, list):
+            log.error("ignoring changes that are not a list: %.200r", changes)
+            return
+        with self._arrival_lock:
+            for change in changes:
+                if isinstance(change, list) and len(change) == 3:
+                    self._arrived(*change)
+                else:
+                    log.error("ignoring a change that is not [line, offset, line number]: %.200r", change)
+            self._release_in_order()
+
+    def _arrived(self, line: Any, offset: Any, line_number: Any) -> None:
         if isinstance(line, str):
             line = line.encode("utf-8")
         if isinstance(offset, bool) or not isinstance(offset, int) or not isinstance(line, bytes):
             log.error("ignoring a change without a line and an offset: %.200r", (line, offset))
             return
-        with self._arrival_lock:
-            if offset < self.next_offset or offset in self._early:
-                return  # sent again after a resubscribe: already have it
-            number = line_number if isinstance(line_number, int) and not isinstance(line_number, bool) else None
-            self._early[offset] = Change(offset, line, time.monotonic(), number)
-            while self.next_offset in self._early:
-                self.inbox.put(self._early.pop(self.next_offset))
-                self.next_offset += 1
-            self._release_end()
+        if offset < self.next_offset or offset in self._early:
+            return  # sent again after a resubscribe: already have it
+        number = line_number if isinstance(line_number, int) and not isinstance(line_number, bool) else None
+        self._early[offset] = Change(offset, line, time.monotonic(), number)
+
+    def _release_in_order(self) -> None:
+        while self.next_offset in self._early:
+            self.inbox.put(self._early.pop(self.next_offset))
+            self.next_offset += 1
+        self._release_end()
 
     def _on_end(self, data: Any = None) -> None:
         count = data.get("count") if isinstance(data, dict) else None
@@ -149,6 +198,10 @@ class ReplayClient:
         log.error("server says: %s", message)
 
     # -- flow control --------------------------------------------------------------------
+
+    def resume_token(self, offset: int) -> str | None:
+        """None: a Socket.IO replay resumes from an offset alone."""
+        return None
 
     def acknowledge(self, written_up_to: int, caught_up: bool) -> None:
         """Tell the server every offset below `written_up_to` is written.

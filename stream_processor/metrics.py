@@ -1,27 +1,25 @@
 """Live Prometheus metrics of a run: events received, written, errored, in flight, lag, latency.
 
-`RunMetrics` is fed by the run's hooks (`on_read`, `on_written`) and can serve
-`/metrics` over HTTP while the run goes. Each instance owns its own registry, so two
-runs in one process (or a test suite) never clash over metric names.
+`RunMetrics` reads the run's observations (`observations.RunObservations`) at each
+scrape and serves `/metrics` over HTTP while the run goes: it keeps no counters of its
+own. Each instance owns its own registry, so two runs in one process (or a test suite)
+never clash over metric names.
 
-Lag is how long the oldest event not yet written has been waiting since it was read,
-computed when scraped: unlike the latency of the last line written, it keeps growing
-while one slow event holds back everything behind it, which is what an alert wants to
-see. Lines are written in read order, so the oldest waiting event is simply the first
-read time not yet matched by a write; those read times are held in a deque no longer
-than the run's in-flight window.
+Lag is how long the oldest event not yet written (the one at the low watermark) has
+been waiting since it was read: unlike the latency of the last line written, it keeps
+growing while one slow event holds back everything behind it, which is what an alert
+wants to see.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 log = logging.getLogger(__name__)
 
@@ -50,77 +48,15 @@ LATENCY_BUCKETS_S: tuple[float, ...] = (
 
 
 class RunMetrics:
-    """A run's counters, gauges and latency histogram in a registry of its own."""
+    """A run's Prometheus metrics, read at each scrape from its observations, in a
+    registry of its own."""
 
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.monotonic,
-        latency_buckets_s: Sequence[float] = LATENCY_BUCKETS_S,
-    ) -> None:
-        self.clock = clock
+    def __init__(self, observations, latency_buckets_s: Sequence[float] = LATENCY_BUCKETS_S) -> None:
+        self.observations = observations
         self.registry = CollectorRegistry()
-        self.received = Counter("events_received", "Events taken in.", namespace=NAMESPACE, registry=self.registry)
-        self.written = Counter(
-            "events_written", "Lines written, in input order.", namespace=NAMESPACE, registry=self.registry
-        )
-        self.errored = Counter(
-            "events_errored",
-            "Lines written as error records (bad input or a failed task).",
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
-        self.in_flight = Gauge(
-            "events_in_flight", "Events taken in but not yet written.", namespace=NAMESPACE, registry=self.registry
-        )
-        self.lag = Gauge(
-            "lag_seconds",
-            "How long the oldest event not yet written has waited since it was read (0 when none waits).",
-            namespace=NAMESPACE,
-            registry=self.registry,
-        )
-        self.lag.set_function(self.lag_s)
-        self.latency = Histogram(
-            "event_latency_seconds",
-            "Per event: seconds from read to its line written in order.",
-            namespace=NAMESPACE,
-            registry=self.registry,
-            buckets=tuple(latency_buckets_s),
-        )
-        # Read times of the events not yet written, oldest first (appended by the reader,
-        # popped by the writer: deque's append and popleft are thread-safe).
-        self._waiting_since: deque[float] = deque()
+        self.registry.register(_ObservationsCollector(observations, tuple(latency_buckets_s)))
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
-
-    # -- the run's hooks -------------------------------------------------------------
-
-    def on_received(self) -> None:
-        """One event taken in."""
-        self._waiting_since.append(self.clock())
-        self.received.inc()
-        self.in_flight.inc()
-
-    def on_read(self, duration_s: float | None = None, arrival_s: float = 0.0) -> None:
-        """`RunStats.on_read`'s signature; the metrics need only the count."""
-        self.on_received()
-
-    def on_written(self, offset: int, latency_s: float, is_error: bool) -> None:
-        """One line written, in order, `latency_s` after its event was read."""
-        if self._waiting_since:
-            self._waiting_since.popleft()
-        self.written.inc()
-        if is_error:
-            self.errored.inc()
-        self.in_flight.dec()
-        self.latency.observe(latency_s)
-
-    def lag_s(self) -> float:
-        """Seconds the oldest event not yet written has waited; 0 when nothing is in flight."""
-        try:
-            oldest = self._waiting_since[0]
-        except IndexError:  # also when the writer empties it between a check and the read
-            return 0.0
-        return max(0.0, self.clock() - oldest)
 
     # -- serving /metrics ------------------------------------------------------------
 
@@ -159,3 +95,49 @@ class RunMetrics:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class _ObservationsCollector:
+    """Turns the run's observations into metric families, at each scrape."""
+
+    def __init__(self, observations, latency_buckets_s: tuple[float, ...]) -> None:
+        self.observations = observations
+        self.latency_buckets_s = latency_buckets_s
+
+    def collect(self):
+        seen = self.observations
+        state = seen.state
+        yield CounterMetricFamily(f"{NAMESPACE}_events_received", "Events taken in.", value=seen.received)
+        yield CounterMetricFamily(f"{NAMESPACE}_events_written", "Lines written.", value=seen.written)
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_events_errored",
+            "Lines written as error records (bad input or a failed task).",
+            value=seen.errors,
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_events_in_flight",
+            "Events in the window: from the low watermark to the newest read, done or not.",
+            value=state.in_flight if state else seen.received - seen.written,
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_events_done_waiting",
+            "Events done but not yet past the low watermark (total order: waiting to be written).",
+            value=state.done_waiting if state else 0,
+        )
+        yield GaugeMetricFamily(
+            f"{NAMESPACE}_lag_seconds",
+            "How long the oldest event not yet written (the low watermark) has waited since it was read.",
+            value=seen.lag_s(),
+        )
+        latency = seen.latency
+        buckets = [(_le(bound), latency.count_at_most(bound)) for bound in self.latency_buckets_s]
+        yield HistogramMetricFamily(
+            f"{NAMESPACE}_event_latency_seconds",
+            "Per event: seconds from read to its line written (buckets within 1 %).",
+            buckets=[*buckets, ("+Inf", latency.count)],
+            sum_value=latency.total,
+        )
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))

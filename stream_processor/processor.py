@@ -1,48 +1,93 @@
-"""`StreamProcessor`: submit events, keep a bounded window, write results in input order.
+"""`StreamProcessor`: the run's core. One thread owns the run's state; others post to it.
 
-The flow for one event: `submit` admits its offset into the reorder buffer (blocking
-while the window is full), remembers its raw line, and hands it to the executor. When
-the executor pushes the completion, the longest ready prefix goes to the sink at once.
-Bad input never reaches the executor: its error record completes in place right away.
+Like Flink's async operator, which completes its element queue through a mailbox: the
+reader (intake), the executor's reply thread and anyone stopping the run only put
+messages in a queue. The owner thread alone admits events into the window, chooses
+what to send and in which batches, retries, writes the ready lines to the sink, and
+tells the observers (figures, metrics, progress, plot, the server's acks). So a slow
+terminal, disk or socket slows the writing, never the receiving of completions, and
+no lock is held across any I/O.
+
+The window is counted in credits: the reader takes one per event before posting it
+(blocking while none is left), and the owner gives them back as events leave the
+window. Bad input never reaches the executor: its error record completes in place.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
+import queue
 import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Collection, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from stream_processor.executor import Executor
-from stream_processor.ordering import ReorderBuffer
+from stream_processor.batching import BatchPolicy
+from stream_processor.execution import DONE, FAILED, SKIPPED, TIMED_OUT
+from stream_processor.executor import LOST, Completion, EventTask, Executor
+from stream_processor.observations import CoreState, HeadOfLine
+from stream_processor.ordering import OrderMode
 from stream_processor.records import Record
-from stream_processor.sink import JsonlSink
+from stream_processor.retries import RetryPolicy
 
 log = logging.getLogger(__name__)
 
-# Called once per line written: (offset, seconds from read to written, is an error record).
-OnWritten = Callable[[int, float, bool], None]
+TICK_S = 0.5  # the owner wakes at least this often, and tells the observers how things stand
+MAX_MESSAGES_PER_TURN = 2000  # then it sends and writes, so lines never wait on a flood
+WORKER_SEEN_S = 60.0  # a worker process not heard of for this long no longer counts
 
 
-@dataclass(slots=True)
-class _InFlight:
-    raw: bytes
-    event: dict[str, Any] | None
-    read_at: float
+class Observer(Protocol):
+    """What watches a run: its figures, live metrics, progress, plot, acknowledgements.
+    Called on the owner thread only."""
+
+    def on_read(self, duration_s: float | None, arrival_s: float, key: Hashable | None) -> None: ...
+
+    def on_written(self, offset: int, latency_s: float, is_error: bool) -> None: ...
+
+    # Optional: on_watermark(low_watermark), when every offset below it is written.
+
+
+class Sink(Protocol):
+    def write(self, lines: Sequence[tuple[int, bytes]]) -> None: ...
 
 
 class RunFailed(RuntimeError):
     """Writing results failed, or something the run needs could not be kept running."""
 
 
-def error_record(offset: int, message: str, event: dict[str, Any] | None = None) -> dict[str, Any]:
+NO_ID = object()  # an event without an "id" field (not the same as "id": null)
+
+
+def error_record(offset: int, message: str, event_id: Any = NO_ID) -> dict[str, Any]:
     record: dict[str, Any] = {"error": message, "offset": offset}
-    if isinstance(event, dict) and "id" in event:
-        record["id"] = event["id"]
+    if event_id is not NO_ID:
+        record["id"] = event_id
     return record
+
+
+QUEUED, RUNNING, RETRYING, WAITING_FOR_KEY, DONE_WAITING = (
+    "queued",
+    "running",
+    "retrying",
+    "waiting for its key",
+    "done, waiting for its turn",
+)
+
+
+@dataclass(slots=True)
+class _Entry:
+    """An event in the window, until its line is written."""
+
+    raw: bytes
+    event_id: Any
+    read_at: float
+    attempts: int = 0  # runs that failed or died so far
+    state: str = QUEUED  # what it waits for, for the head of the line
 
 
 class StreamProcessor:
@@ -51,120 +96,428 @@ class StreamProcessor:
     def __init__(
         self,
         executor: Executor,
-        sink: JsonlSink,
+        sink: Sink,
         max_in_flight: int = 1000,
         start_offset: int = 0,
-        on_written: OnWritten | None = None,
+        observers: Sequence[Observer] = (),
         clock: Callable[[], float] = time.monotonic,
+        batching: BatchPolicy | None = None,
+        retries: RetryPolicy | None = None,
+        workers: int | None = None,
+        order: OrderMode | None = None,
+        already_done: Collection[int] = (),
     ) -> None:
         self.executor = executor
         self.sink = sink
         self.clock = clock
-        self.on_written = on_written
-        self._buffer = ReorderBuffer(max_in_flight, start=start_offset)
-        self._in_flight: dict[int, _InFlight] = {}
-        self._changed = threading.Condition()
+        self.observers = list(observers)
+        self.batching = batching or BatchPolicy()
+        self.retries = retries or RetryPolicy(retries=0)
+        self.workers = workers  # pool processes, if known; else estimated from the replies
+        self.order = order or OrderMode()
+        self.capacity = max_in_flight
+        self._credits = threading.Semaphore(max_in_flight)
+        self._mailbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
         self._failure: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        # The owner's state: touched by the owner thread only.
+        self._order = self.order.window(max_in_flight, start_offset)
+        self._already_done = set(already_done)  # written by the run this one resumes (beyond its watermark)
+        self._watermark = start_offset
+        self._watermark_moved_at = clock()  # when the line last moved, for the head of the line
+        self._watermark_hooks = [o.on_watermark for o in self.observers if hasattr(o, "on_watermark")]
+        self._completion_hooks = [o.on_completions for o in self.observers if hasattr(o, "on_completions")]
+        self._state_hooks = [o.on_state for o in self.observers if hasattr(o, "on_state")]
+        self._last_tick = 0.0
+        self._unfinished = 0  # admitted, not yet done (the rest of the window is done, waiting)
+        self._entries: dict[int, _Entry] = {}
+        self._ready: list[int] = []  # heap: the events that may start, lowest offset first
+        self._ready_since: dict[int, float] = {}
+        self._ready_times: deque[tuple[float, int]] = deque()  # (since, offset), oldest first, for the linger
+        self._alone: deque[int] = deque()  # retries and events of a lost batch: one per batch
+        self._retry_at: list[tuple[float, int]] = []  # heap of (due, offset)
+        self._to_write: list[tuple[int, tuple[bytes, bool]]] = []
+        self._drain_waiters: list[threading.Event] = []
+        self._workers_seen: dict[str, float] = {}
+        self.batches_out = 0
+        self._progress_at: float | None = None  # last completion, or when batches went out after none were
         self.written = 0
         self.errors = 0
 
-    # -- intake --------------------------------------------------------------------------
+    # -- called from any thread ----------------------------------------------------------
 
     def start(self) -> StreamProcessor:
-        self.executor.start(self._on_complete)
+        self.executor.start(lambda completions: self._mailbox.put(("completed", completions)))
+        self._thread = threading.Thread(target=self._run, name="run-owner", daemon=True)
+        self._thread.start()
         return self
 
-    @property
-    def next_offset(self) -> int:
-        """The offset the next `submit` must carry."""
-        return self._buffer.next_offset
-
-    @property
-    def in_flight(self) -> int:
-        return len(self._buffer)
-
-    def submit(self, record: Record, timeout: float | None = None) -> None:
-        """Admit one record, blocking while the window is full, and send it off."""
-        with self._changed:
-            if not self._changed.wait_for(self._has_room_or_failed, timeout):
-                raise TimeoutError(f"window of {self._buffer.capacity} events stayed full for {timeout} s")
+    def submit(
+        self, record: Record, duration_s: float | None = None, arrival_s: float = 0.0, timeout: float | None = None
+    ) -> None:
+        """Hand one record to the owner; blocks while the window is full."""
+        self._raise_failure()
+        if not self._credits.acquire(timeout=timeout):
+            raise TimeoutError(f"window of {self.capacity} events stayed full for {timeout} s")
+        if self._failure is not None:
+            self._credits.release()  # for the next caller, who fails the same way instead of waiting
             self._raise_failure()
-            self._buffer.admit(record.offset)
-            self._in_flight[record.offset] = _InFlight(record.raw, record.event, self.clock())
-        if record.error is not None:
-            self._complete_or_record_failure(record.offset, False, record.error)
-            self._raise_failure()
-        else:
-            self.executor.submit(record.offset, record.event)
-
-    def _has_room_or_failed(self) -> bool:
-        return self._failure is not None or not self._buffer.is_full()
-
-    # -- completions ---------------------------------------------------------------------
-
-    def _on_complete(self, offset: int, ok: bool, value: Any) -> None:
-        """Executor callback, from any thread."""
-        if not ok:
-            log.warning("event at offset %d failed: %s", offset, value)
-        self._complete_or_record_failure(offset, ok, value)
-
-    def _complete_or_record_failure(self, offset: int, ok: bool, value: Any) -> None:
-        try:
-            self._complete(offset, ok, value)
-        except Exception as exc:  # e.g. the disk is full: stop the run, loudly
-            self.fail(exc)
-
-    def _complete(self, offset: int, ok: bool, value: Any) -> None:
-        with self._changed:
-            if not self._buffer.is_pending(offset):
-                return  # a repeated delivery: the first completion already counted
-            line = self._render(offset, ok, value)
-            released = self._buffer.complete(offset, line)
-            if released:
-                self._write(released)
-                self._changed.notify_all()
-
-    def _render(self, offset: int, ok: bool, value: Any) -> tuple[bytes, bool]:
-        entry = self._in_flight[offset]
-        if not ok:
-            return json.dumps(error_record(offset, value, entry.event)).encode(), True
-        if value == entry.event:
-            return entry.raw, False  # unchanged: pass the line through byte for byte
-        try:
-            # allow_nan=False: NaN and Infinity are not JSON; such a result is an error.
-            return json.dumps(value, ensure_ascii=False, allow_nan=False).encode(), False
-        except (TypeError, ValueError) as exc:
-            message = f"result is not JSON-serialisable: {exc}"
-            return json.dumps(error_record(offset, message, entry.event)).encode(), True
-
-    def _write(self, released: list[tuple[int, tuple[bytes, bool]]]) -> None:
-        self.sink.write_lines(line for _, (line, _) in released)
-        now = self.clock()
-        for offset, (_, is_error) in released:
-            entry = self._in_flight.pop(offset)
-            self.written += 1
-            self.errors += is_error
-            if self.on_written:
-                self.on_written(offset, now - entry.read_at, is_error)
-
-    # -- shutdown ------------------------------------------------------------------------
+        self._mailbox.put(("read", record, duration_s, arrival_s, self.clock()))
 
     def drain(self, timeout: float | None = None) -> bool:
-        """Wait until every admitted event is written; False if `timeout` ran out first."""
-        with self._changed:
-            done = self._changed.wait_for(lambda: self._failure or not self._buffer, timeout)
-            self._raise_failure()
-            return bool(done)
+        """Wait until every submitted event is written; False if `timeout` ran out first."""
+        done = threading.Event()
+        self._mailbox.put(("drain", done))
+        finished = done.wait(timeout)
+        self._raise_failure()
+        return finished
 
     def fail(self, reason: BaseException) -> None:
         """Stop the run from outside (a broker or worker that cannot be kept running)."""
-        with self._changed:
-            self._failure = self._failure or reason
-            self._changed.notify_all()
+        self._mailbox.put(("fail", reason))
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._mailbox.put(("stop",))
+            self._thread.join()
+            self._thread = None
+        self.executor.close()
+
+    @property
+    def failure(self) -> BaseException | None:
+        return self._failure
+
+    def head_read_at(self) -> float | None:
+        """When the oldest event not yet written (at the low watermark) was read."""
+        entry = self._entries.get(self._watermark)
+        return entry.read_at if entry is not None else None
+
+    def idle_since(self) -> float | None:
+        """When work last moved: the last completion, or the send that ended a quiet spell."""
+        return self._progress_at
 
     def _raise_failure(self) -> None:
         if self._failure is not None:
             raise RunFailed(f"the run cannot go on: {self._failure}") from self._failure
 
-    def close(self) -> None:
-        self.executor.close()
+    # -- the owner thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            try:
+                message = self._mailbox.get(timeout=self._wait_s())
+            except queue.Empty:
+                message = None
+            if message is not None and message[0] == "stop":
+                if self._failure is None:
+                    self._tick(force=True)  # the last word: the views see the run as it ended
+                return
+            if self._failure is not None:
+                if message is not None and message[0] == "drain":
+                    message[1].set()  # drain() raises the failure
+                continue  # failed: only waiting to be stopped
+            try:
+                self._take_messages(message)
+                self._send_due_retries()
+                self._dispatch()
+                self._write_ready_lines()
+                self._tick()
+            except Exception as exc:  # e.g. the disk is full: stop the run, loudly
+                self._set_failure(exc)
+
+    def _take_messages(self, first: tuple | None) -> None:
+        message, taken = first, 0
+        while message is not None:
+            if message[0] == "stop":
+                self._mailbox.put(message)  # seen on the next turn, after this one's writes
+                return
+            self._handle(message)
+            taken += 1
+            if taken >= MAX_MESSAGES_PER_TURN:
+                return
+            try:
+                message = self._mailbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "read":
+            self._admit(*message[1:])
+        elif kind == "completed":
+            self._on_completions(message[1])
+        elif kind == "drain":
+            self._drain_waiters.append(message[1])
+        elif kind == "fail":
+            raise _Failed(message[1])
+
+    def _wait_s(self) -> float:
+        now = self.clock()
+        wait = max(0.0, self._last_tick + TICK_S - now)
+        if self._retry_at:
+            wait = min(wait, self._retry_at[0][0] - now)
+        if self._ready and self.batches_out < self.batching.max_outstanding(self._worker_count()):
+            wait = min(wait, self.batching.linger_left_s(now - self._oldest_ready_since()))
+        return max(0.0, wait)
+
+    # -- intake ----------------------------------------------------------------------
+
+    def _admit(self, record: Record, duration_s: float | None, arrival_s: float, read_at: float) -> None:
+        key = self.order.key_of(record.event) if record.error is None else None
+        for observer in self.observers:
+            observer.on_read(duration_s, arrival_s, key)
+        offset = record.offset
+        if offset in self._already_done:  # written by the run this one resumes
+            self._already_done.discard(offset)
+            self._order.admit(offset, done=True)
+            return
+        may_start = self._order.admit(offset, key)
+        event_id = record.event.get("id", NO_ID) if isinstance(record.event, dict) else NO_ID
+        self._entries[offset] = _Entry(record.raw, event_id, read_at, state=QUEUED if may_start else WAITING_FOR_KEY)
+        self._unfinished += 1
+        if record.error is not None:
+            self._finish_with_error(offset, record.error)
+        elif may_start:
+            self._make_ready(offset)
+
+    def _make_ready(self, offset: int) -> None:
+        now = self.clock()
+        self._entries[offset].state = QUEUED
+        heapq.heappush(self._ready, offset)
+        self._ready_since[offset] = now
+        self._ready_times.append((now, offset))
+
+    def _oldest_ready_since(self) -> float:
+        while self._ready_times and self._ready_times[0][1] not in self._ready_since:
+            self._ready_times.popleft()  # sent since
+        return self._ready_times[0][0] if self._ready_times else self.clock()
+
+    # -- sending ---------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        workers = self._worker_count()
+        limit = self.batching.max_outstanding(workers)
+        while self._alone and self.batches_out < limit:
+            offset = self._alone.popleft()
+            if self._order.is_pending(offset):  # else done meanwhile (a late reply counted first)
+                self._send([(offset, -1)])
+        now = self.clock()
+        while self._ready:
+            waited = now - self._oldest_ready_since()
+            size = self.batching.next_batch(len(self._ready), waited, self.batches_out, workers)
+            if not size:
+                return
+            self._send(self._take_batch(size))
+
+    def _take_batch(self, size: int) -> list[tuple[int, int]]:
+        """Up to `size` events, lowest offsets first, each followed by the same-key events
+        already waiting for it (they run after it, in order): (offset, index it follows)."""
+        batch: list[tuple[int, int]] = []
+        while len(batch) < size and self._ready:
+            offset = heapq.heappop(self._ready)
+            del self._ready_since[offset]
+            batch.append((offset, -1))
+            while len(batch) < size and (following := self._order.successor(offset)) is not None:
+                self._order.join(following)
+                batch.append((following, len(batch) - 1))
+                offset = following
+        return batch
+
+    def _send(self, batch: list[tuple[int, int]]) -> None:
+        tasks = []
+        for offset, follows in batch:
+            entry = self._entries[offset]
+            entry.state = RUNNING
+            tasks.append(EventTask(offset, entry.raw.decode("utf-8"), follows))
+        self.executor.submit(tasks)
+        if not self.batches_out:
+            self._progress_at = self.clock()
+        self.batches_out += 1
+
+    def _send_due_retries(self) -> None:
+        now = self.clock()
+        while self._retry_at and self._retry_at[0][0] <= now:
+            _, offset = heapq.heappop(self._retry_at)
+            if self._order.is_pending(offset):
+                self._entries[offset].state = QUEUED
+                self._alone.append(offset)
+
+    def _worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        # Workers started elsewhere: as many as have answered lately (at least a few, to begin).
+        now = self.clock()
+        for worker, seen_at in list(self._workers_seen.items()):
+            if now - seen_at > WORKER_SEEN_S:
+                del self._workers_seen[worker]
+        return max(4, len(self._workers_seen))
+
+    # -- completions -----------------------------------------------------------------
+
+    def _on_completions(self, completions: list[Completion]) -> None:
+        if not any(self._is_running(completion.offset) for completion in completions):
+            return  # a repeat of a batch already counted (at-least-once engines)
+        self.batches_out -= 1
+        self._progress_at = now = self.clock()
+        self.batching.observe_batch(len(completions))
+        if completions and completions[0].handoff_s is not None:
+            self.batching.observe_handoff(completions[0].handoff_s)
+        for hook in self._completion_hooks:
+            hook(completions)
+        for completion in completions:
+            if completion.worker:
+                self._workers_seen[completion.worker] = now
+            if completion.run_s is not None and completion.kind == DONE:
+                self.batching.observe(completion.run_s)
+        did_not_run = []
+        for completion in completions:
+            if not self._order.is_pending(completion.offset):
+                continue  # a repeat: the first one counted
+            if completion.kind != DONE and not self._is_running(completion.offset):
+                continue  # a repeated failure or loss: it must not use up another attempt
+            if completion.kind == SKIPPED or (completion.kind == LOST and len(completions) > 1):
+                did_not_run.append(completion.offset)
+            else:
+                self._complete(completion)
+        if did_not_run:
+            self._put_back(did_not_run)
+
+    def _is_running(self, offset: int) -> bool:
+        entry = self._entries.get(offset)
+        return entry is not None and entry.state == RUNNING
+
+    def _put_back(self, offsets: list[int]) -> None:
+        """Events of a batch that did not run: each runs alone (which event of a lost batch
+        killed its process?), except those that must wait for their key's retry."""
+        startable = self._order.put_back(offsets)
+        for offset in offsets:
+            self._entries[offset].state = WAITING_FOR_KEY
+        for offset in startable:
+            self._entries[offset].state = QUEUED
+        self._alone.extend(startable)
+
+    def _complete(self, completion: Completion) -> None:
+        offset, kind, value = completion.offset, completion.kind, completion.value
+        if kind == DONE:
+            entry = self._entries[offset]
+            self._finish(offset, entry.raw if value is None else value.encode("utf-8"), False)
+        elif kind == FAILED:
+            self._retry_or_give_up(offset, self.retries.gave_up, value)
+        elif kind == LOST:
+            self._retry_or_give_up(offset, self.retries.died, value)
+        elif kind == TIMED_OUT:
+            self._finish_with_error(offset, f"timed out: {value}")
+        else:  # INVALID
+            self._finish_with_error(offset, value)
+
+    def _retry_or_give_up(self, offset: int, give_up: Callable[[int, str], str], why: str) -> None:
+        entry = self._entries[offset]
+        entry.attempts += 1
+        delay = self.retries.delay_after(entry.attempts)
+        if delay is None:
+            log.warning("event at offset %d: %s", offset, give_up(entry.attempts, why))
+            self._finish_with_error(offset, give_up(entry.attempts, why))
+            return
+        log.info("event at offset %d: attempt %d: %s; again in %.1f s", offset, entry.attempts, why, delay)
+        entry.state = RETRYING
+        heapq.heappush(self._retry_at, (self.clock() + delay, offset))
+
+    def _finish_with_error(self, offset: int, message: str) -> None:
+        record = error_record(offset, message, self._entries[offset].event_id)
+        self._finish(offset, json.dumps(record).encode(), True)  # ASCII: any text in it survives
+
+    def _finish(self, offset: int, line: bytes, is_error: bool) -> None:
+        self._entries[offset].state = DONE_WAITING
+        self._unfinished -= 1
+        released, startable = self._order.finish(offset, (line, is_error))
+        self._to_write.extend(released)
+        for following in startable:
+            self._make_ready(following)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _write_ready_lines(self) -> None:
+        if self._to_write:
+            released, self._to_write = self._to_write, []
+            self.sink.write([(offset, line) for offset, (line, _) in released])
+            now = self.clock()
+            for offset, (_, is_error) in released:
+                entry = self._entries.pop(offset)
+                self.written += 1
+                self.errors += is_error
+                for observer in self.observers:
+                    observer.on_written(offset, now - entry.read_at, is_error)
+        self._move_watermark()
+        if self._drain_waiters and not self._entries:
+            for waiter in self._drain_waiters:
+                waiter.set()
+            self._drain_waiters.clear()
+
+    def _tick(self, force: bool = False) -> None:
+        """Tell the observers how things stand (the window, the head of the line), twice a second."""
+        now = self.clock()
+        if now - self._last_tick < TICK_S and not force:
+            return
+        self._last_tick = now
+        if not self._state_hooks:
+            return
+        state = CoreState(
+            in_flight=len(self._order),
+            done_waiting=len(self._order) - self._unfinished,
+            low_watermark=self._watermark,
+            batches_out=self.batches_out,
+            head=self._head_of_line(),
+            batch_size=self.batching.size(),
+            mean_event_run_s=self.batching.mean_run_s,
+            handoff_s=self.batching.handoff_s,
+        )
+        for hook in self._state_hooks:
+            hook(state)
+
+    def _head_of_line(self) -> HeadOfLine | None:
+        entry = self._entries.get(self._watermark)
+        if entry is None:
+            return None
+        return HeadOfLine(
+            offset=self._watermark,
+            event_id=None if entry.event_id is NO_ID else entry.event_id,
+            title=_title_of(entry.raw),
+            read_at=entry.read_at,
+            state=entry.state,
+            attempts=entry.attempts,
+            done_behind=len(self._order) - self._unfinished,
+            head_since=max(self._watermark_moved_at, entry.read_at),
+        )
+
+    def _move_watermark(self) -> None:
+        """Events below the low watermark have left the window: their credits go back."""
+        watermark = self._order.next_to_release
+        if watermark > self._watermark:
+            self._credits.release(watermark - self._watermark)
+            self._watermark = watermark
+            self._watermark_moved_at = self.clock()
+            for hook in self._watermark_hooks:
+                hook(watermark)
+
+    def _set_failure(self, exc: BaseException) -> None:
+        self._failure = exc.reason if isinstance(exc, _Failed) else exc
+        self._credits.release(self.capacity)  # wake a reader blocked on a full window
+        for waiter in self._drain_waiters:
+            waiter.set()
+        self._drain_waiters.clear()
+
+
+def _title_of(raw: bytes) -> str | None:
+    try:
+        title = json.loads(raw).get("title")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return title if isinstance(title, str) else None
+
+
+class _Failed(Exception):
+    """`fail()` from another thread, raised on the owner thread."""
+
+    def __init__(self, reason: BaseException) -> None:
+        super().__init__(str(reason))
+        self.reason = reason

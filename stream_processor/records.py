@@ -10,6 +10,7 @@ event, so it keeps its place in the output and the rest of the stream goes on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Callable, Iterator
@@ -140,3 +141,15 @@ def count_lines(path: str | Path) -> int:
             count += chunk.count(b"\n")
             last = chunk[-1:]
     return count + (last != b"\n")
+
+
+def recording_identity(path: str | Path) -> dict[str, Any]:
+    """What makes a recording this recording: its content's SHA-256, its size and its
+    number of events. --resume insists on the same, and on offsets below that number."""
+    digest = hashlib.sha256()
+    size = 0
+    with open_recording(path) as stream:
+        while chunk := stream.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"sha256": digest.hexdigest(), "size": size, "events": count_events(path)}

@@ -9,6 +9,7 @@ timestamp goes out with the one ahead of it. Pure arithmetic; the server does th
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -40,3 +41,19 @@ def _timestamp(event: dict[str, Any] | None) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         return None
     return float(value)
+
+
+def event_time(event: dict[str, Any] | None) -> float | None:
+    """When an event happened, in epoch seconds: its `timestamp`, else EventStreams' `meta.dt`."""
+    timestamp = _timestamp(event)
+    if timestamp is not None or not isinstance(event, dict):
+        return timestamp
+    meta = event.get("meta")
+    dt = meta.get("dt") if isinstance(meta, dict) else None
+    if not isinstance(dt, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(dt)
+    except ValueError:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()  # no zone: UTC, as `since`

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from stream_processor.ideal import IdealSchedule
 
 _BUCKET_GROWTH = 1.01  # bucket edges grow by 1 %; a bucket's midpoint is within 0.5 %
 _SMALLEST_S = 1e-6
@@ -49,6 +45,10 @@ class LatencyHistogram:
         low = _SMALLEST_S * _BUCKET_GROWTH**bucket
         return low * (1 + _BUCKET_GROWTH) / 2
 
+    def count_at_most(self, seconds: float) -> int:
+        """How many durations were at most `seconds` (bucket-exact: within 1 %)."""
+        return sum(count for bucket, count in self._buckets.items() if self._value(bucket) <= seconds)
+
     def quantile(self, q: float) -> float:
         """The q-quantile (nearest rank), within 0.5 %; the maximum exactly for q = 1."""
         if not self.count:
@@ -64,50 +64,6 @@ class LatencyHistogram:
         return self.max
 
 
-@dataclass
-class RunStats:
-    """What a run measures as it goes; fed by the processor's on_written hook."""
-
-    clock: Any = time.monotonic
-    started_at: float = field(default=0.0)
-    first_read_at: float | None = None
-    last_written_at: float | None = None
-    received: int = 0
-    written: int = 0
-    errors: int = 0
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    # The zero-overhead run on the same events, when their durations are known.
-    ideal: IdealSchedule | None = None
-    ideal_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-
-    def __post_init__(self) -> None:
-        self.started_at = self.clock()
-
-    def on_read(self, duration_s: float | None = None, arrival_s: float = 0.0) -> None:
-        """One event taken in; `arrival_s` counts from the first event (0 in file mode)."""
-        self.received += 1
-        if self.first_read_at is None:
-            self.first_read_at = self.clock()
-        if self.ideal is not None and duration_s is not None:
-            released = self.ideal.add(duration_s, arrival_s)
-            self.ideal_latency.add(released - arrival_s)
-
-    def on_written(self, offset: int, latency_s: float, is_error: bool) -> None:
-        self.written += 1
-        self.errors += is_error
-        self.latency.add(latency_s)
-        self.last_written_at = self.clock()
-
-    @property
-    def span_s(self) -> float:
-        if self.first_read_at is None or self.last_written_at is None:
-            return 0.0
-        return self.last_written_at - self.first_read_at
-
-    def wall_s(self) -> float:
-        return self.clock() - self.started_at
-
-
 _QUANTILES = (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
 
 
@@ -115,7 +71,8 @@ def _quantiles(histogram: LatencyHistogram) -> dict[str, float]:
     return {name: round(histogram.quantile(q), 4) for name, q in _QUANTILES}
 
 
-def build_report(stats: RunStats, workers: int, broker: str, **extra: Any) -> dict[str, Any]:
+def build_report(stats, workers: int, broker: str, **extra: Any) -> dict[str, Any]:
+    """The run's figures from its observations (`observations.RunObservations`)."""
     span = stats.span_s
     report: dict[str, Any] = {
         "events": stats.written,
@@ -127,6 +84,8 @@ def build_report(stats: RunStats, workers: int, broker: str, **extra: Any) -> di
         "workers": workers,
         "broker": broker,
     }
+    if stats.ideal is not None:
+        stats.ideal.finish()  # every event is in: the ideal runs to its end
     if stats.ideal is not None and stats.ideal.count:
         ideal_span = stats.ideal.span
         report["ideal_span_s"] = round(ideal_span, 4)
@@ -134,11 +93,23 @@ def build_report(stats: RunStats, workers: int, broker: str, **extra: Any) -> di
         # Zero-work events have an ideal of 0: no efficiency to speak of, not "0 %".
         report["efficiency"] = round(ideal_span / span, 4) if span > 0 and ideal_span > 0 else None
     report.update(extra)
-    return report
+    return _without_absurd_figures(report)
+
+
+def _without_absurd_figures(value: Any) -> Any:
+    """A figure that is not a finite number (an infinite ideal, say) cannot be compared
+    with anything: it is left out (null), never written as Infinity or NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _without_absurd_figures(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_absurd_figures(item) for item in value]
+    return value
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> None:
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    Path(path).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
 
 
 def summary_text(report: dict[str, Any]) -> str:
@@ -149,9 +120,19 @@ def summary_text(report: dict[str, Any]) -> str:
         f"wall time   {report['wall_s']:.2f} s   span {report['span_s']:.2f} s" + _ideal_text(report),
         f"throughput  {rate:.2f} events/s" if rate else "throughput  -",
         f"latency     p50 {latency['p50']:.3f} s   p99 {latency['p99']:.3f} s   max {latency['max']:.3f} s",
-        f"workers     {report['workers']} on {report['broker']}",
+        f"workers     {report['workers']} on {report['broker']}" + _settings_text(report),
     ]
     return "\n".join(lines)
+
+
+def _settings_text(report: dict[str, Any]) -> str:
+    parts = [f"order {report['order']}"] if "order" in report else []
+    batching = report.get("batching")
+    if batching:
+        mean = batching.get("mean_event_run_ms")
+        measured = f", {mean:g} ms per event measured" if mean is not None else ""
+        parts.append(f"batches of up to {batching['batch_max']}{measured}")
+    return "   (" + "; ".join(parts) + ")" if parts else ""
 
 
 def _ideal_text(report: dict[str, Any]) -> str:

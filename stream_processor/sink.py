@@ -1,66 +1,378 @@
-"""The ordered JSON Lines writer. The output file is its own checkpoint.
+"""The output and its checkpoint: the only writer of a run's results.
 
-Only complete lines count: on resume a torn last line (a crash mid-write) is cut off,
-and the number of complete lines is the offset to continue from.
+OUTPUT holds one line per event. OUTPUT.checkpoint says what OUTPUT is made from and
+which offsets its lines hold:
+- its first line is a JSON header: the input's identity, the task, the ordering mode;
+- then, for each write to OUTPUT (flushed first), one line with the offsets of the lines
+  just written, in write order, runs of consecutive offsets as "a-b": "0-99", "7 3-5".
+
+So the output plus its checkpoint tell exactly which offsets are done, whatever order
+the lines were written in. A crash (kill -9) at any moment leaves a checkpoint that
+covers at most the output's lines: `--resume` cuts a torn line off either, and cuts off
+any output line the checkpoint does not cover yet (written, not yet checkpointed), so
+it is written again, once. (A power cut may lose what the OS had not yet written; the
+same rules then cut back to what both files agree on.)
+
+The checkpoint is locked (flock) for the whole run: a second run on the same output
+stops at once, before anything is truncated.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from stream_processor.records import count_lines
+log = logging.getLogger(__name__)
 
-
-def resume_point(path: str | Path) -> int:
-    """Cut a torn last line off `path` and return how many complete lines it holds."""
-    try:
-        with open(path, "rb+") as stream:
-            stream.truncate(_end_of_last_complete_line(stream))
-    except FileNotFoundError:
-        return 0
-    return count_lines(path)
+CHECKPOINT_SUFFIX = ".checkpoint"
+FORMAT = "stream-processor checkpoint 1"
+CHECKED_FIELDS = ("input", "task", "order")  # what --resume insists be the same
 
 
-def _end_of_last_complete_line(stream) -> int:
-    size = stream.seek(0, os.SEEK_END)
-    position = size
-    while position > 0:
-        step = min(1 << 16, position)
-        stream.seek(position - step)
-        chunk = stream.read(step)
-        newline = chunk.rfind(b"\n")
-        if newline >= 0:
-            return position - step + newline + 1
-        position -= step
-    return 0
+class OutputError(Exception):
+    """The output cannot be used as asked: the user can fix it before the run (exit 2)."""
+
+
+def checkpoint_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + CHECKPOINT_SUFFIX)
+
+
+@dataclass
+class DoneOffsets:
+    """Which offsets a checkpoint says are written: all below `low_watermark`, and `beyond`."""
+
+    low_watermark: int = 0
+    beyond: set[int] = field(default_factory=set)
+    lines: int = 0
+
+    def add(self, offset: int) -> None:
+        if offset in self:
+            raise ValueError(f"offset {offset} is listed twice")
+        self.lines += 1
+        if offset >= self.low_watermark:
+            self.beyond.add(offset)
+        while self.low_watermark in self.beyond:
+            self.beyond.remove(self.low_watermark)
+            self.low_watermark += 1
+
+    def __contains__(self, offset: int) -> bool:
+        return offset < self.low_watermark or offset in self.beyond
 
 
 class JsonlSink:
-    """Appends lines in order and flushes them, so a reader sees each as soon as it is due."""
+    """Appends lines and their offsets, flushed, so a reader sees each line as soon as it is due."""
 
-    def __init__(self, path: str | Path, resume: bool = False) -> None:
+    def __init__(
+        self, path: str | Path, header: dict[str, Any] | None = None, resume: bool = False, begin_later: bool = False
+    ) -> None:
+        """`begin_later`: keep an earlier output as it is until `begin()` (or the first write),
+        so that a run that fails to start has destroyed nothing."""
         self.path = Path(path)
-        self.start_offset = resume_point(self.path) if resume else 0
-        self._stream = open(self.path, "ab" if resume else "wb")  # noqa: SIM115
+        self.header = {"format": FORMAT, **(header or {})}
+        if resume and not checkpoint_path(self.path).exists() and _has_content(self.path):
+            # Refuse before _open_locked creates an empty checkpoint: left behind, it made
+            # `verify` say "resume it first" about an output that --resume refuses.
+            raise _no_checkpoint_error(self.path)
+        self._checkpoint = _open_locked(checkpoint_path(self.path), self.path)
+        self._fresh = False
+        try:
+            self.done = self._resume() if resume else self._start_afresh()
+        except BaseException:
+            self._checkpoint.close()
+            raise
         self.lines_written = 0
+        if not begin_later:
+            self.begin()
 
-    def write_lines(self, lines: Iterable[bytes]) -> None:
-        for line in lines:
-            self._stream.write(line)
-            self._stream.write(b"\n")
-            self.lines_written += 1
-        self._stream.flush()
+    @property
+    def start_offset(self) -> int:
+        """Where a run continues: every offset below it is written."""
+        return self.done.low_watermark
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _start_afresh(self) -> DoneOffsets:
+        # Nothing is truncated yet: a run that fails to start (a broker, a worker) must not
+        # have emptied the output of the run before. `begin()` does it.
+        self._output = _open_output(self.path, truncate=False)
+        self._fresh = True
+        return DoneOffsets()
+
+    def begin(self) -> None:
+        """The run starts: a fresh output (not a resumed one) is emptied now, with its checkpoint."""
+        if self._fresh:
+            self._output.truncate(0)
+            self._checkpoint.seek(0)  # (after _read_header read a torn header, writing there left NULs before it)
+            self._checkpoint.truncate(0)
+            self._write_header()
+            self._fresh = False
+
+    def _write_header(self) -> None:
+        self._checkpoint.write(json.dumps(self.header, sort_keys=True).encode() + b"\n")
+        self._checkpoint.flush()
+
+    def _resume(self) -> DoneOffsets:
+        stored = _read_header(self._checkpoint, self.path)
+        if stored is None:
+            if _has_content(self.path):
+                raise _no_checkpoint_error(self.path)
+            return self._start_afresh()
+        _check_same_run(stored, self.header, self.path)
+        self._output = _open_output(self.path, truncate=False)
+        output_lines = _cut_torn_line(self._output)
+        try:
+            done = _cut_checkpoint_to(self._checkpoint, output_lines)
+            _check_offsets_fit(done, stored.get("input"))
+        except ValueError:  # an entry that is not offsets, an offset listed twice or past the input's end
+            self._output.close()
+            raise _damaged_error(self.path) from None
+        if done.lines < output_lines:
+            _cut_to_lines(self._output, done.lines)
+        self._output.seek(0, os.SEEK_END)
+        self._checkpoint.seek(0, os.SEEK_END)
+        return done
+
+    # -- writing -------------------------------------------------------------------------
+
+    def write(self, lines: Sequence[tuple[int, bytes]]) -> None:
+        """Append `(offset, line)`s: the lines first (flushed), then their offsets."""
+        if not lines:
+            return
+        self.begin()
+        try:
+            self._output.write(b"".join(line + b"\n" for _, line in lines))
+            self._output.flush()
+        except OSError as exc:
+            raise SinkError(self.path, exc) from exc
+        try:
+            self._checkpoint.write(encode_offsets(offset for offset, _ in lines) + b"\n")
+            self._checkpoint.flush()
+        except OSError as exc:
+            raise SinkError(checkpoint_path(self.path), exc) from exc
+        self.lines_written += len(lines)
 
     def close(self) -> None:
-        if not self._stream.closed:
-            self._stream.flush()
-            os.fsync(self._stream.fileno())
-            self._stream.close()
+        """Flush and close both files. After a failed write (a full disk) what is still
+        buffered cannot be written either: it is dropped (resume cuts back to what both
+        files hold), and closing says nothing more about it."""
+        for stream in (getattr(self, "_output", None), self._checkpoint):
+            if stream is None or stream.closed:
+                continue
+            try:
+                stream.flush()
+                os.fsync(stream.fileno())
+            except OSError as exc:
+                log.debug("closing %s: %s", stream.name, exc)
+            finally:
+                _close_dropping_buffer(stream)  # also releases the lock
 
     def __enter__(self) -> JsonlSink:
         return self
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class SinkError(OSError):
+    """Writing the output or its checkpoint failed (a full disk, say): the run stops."""
+
+    def __init__(self, path: Path, cause: OSError) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.message = (
+            f"cannot write {path}: {cause.strerror or cause}; every line written before is kept "
+            "with its checkpoint, and --resume continues once there is room"
+        )
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _close_dropping_buffer(stream) -> None:
+    try:
+        stream.close()
+    except OSError:  # the buffered bytes that failed once fail again: drop them
+        # CPython closes the file itself even then; if it did not, close its descriptor.
+        with contextlib.suppress(OSError, ValueError):
+            if not stream.closed:
+                os.close(stream.fileno())
+
+
+def _check_offsets_fit(done: DoneOffsets, source: Any) -> None:
+    """An offset past the end of the input (its event count, when the header knows it)
+    cannot be: the checkpoint is not this input's, or is damaged."""
+    events = source.get("events") if isinstance(source, dict) else None
+    if not isinstance(events, int):
+        return
+    if done.low_watermark > events or any(offset >= events for offset in done.beyond):
+        raise ValueError(f"the checkpoint lists offsets past the input's {events} events")
+
+
+def encode_offsets(offsets: Iterator[int]) -> bytes:
+    """Offsets in write order, runs of consecutive ones as a-b: 3 4 5 9 2 -> b"3-5 9 2"."""
+    parts, start, last = [], None, None
+    for offset in offsets:
+        if last is not None and offset == last + 1:
+            last = offset
+            continue
+        if start is not None:
+            parts.append(_run_text(start, last))
+        start = last = offset
+    if start is not None:
+        parts.append(_run_text(start, last))
+    return " ".join(parts).encode()
+
+
+def _run_text(start: int, end: int) -> str:
+    return str(start) if start == end else f"{start}-{end}"
+
+
+def decode_offsets(line: bytes) -> Iterator[int]:
+    for part in line.split():
+        start, _, end = part.partition(b"-")
+        yield from range(int(start), int(end or start) + 1)
+
+
+# -- opening, locking, resuming -----------------------------------------------------------
+
+
+def _open_locked(path: Path, output: Path):
+    try:
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise OutputError(
+            f"{output} is being written by another run right now (its checkpoint {path.name} is locked); "
+            "wait for that run, or choose another --output"
+        ) from None
+    return os.fdopen(descriptor, "r+b")
+
+
+def _open_output(path: Path, truncate: bool):
+    flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
+    try:
+        return os.fdopen(os.open(path, flags, 0o644), "r+b")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:  # missing, or under a non-directory: _open_locked/_open_output say what is wrong
+        return False
+
+
+def _read_header(checkpoint, output: Path) -> dict[str, Any] | None:
+    checkpoint.seek(0)
+    first = checkpoint.readline()
+    if not first:
+        return None
+    if not first.endswith(b"\n") and not _has_content(output):
+        return None  # a torn header, nothing written yet: killed while starting, so start afresh
+    try:
+        header = json.loads(first)
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT or not first.endswith(b"\n"):
+        raise _damaged_error(output)
+    return header
+
+
+def _damaged_error(output: Path) -> OutputError:
+    return OutputError(f"{checkpoint_path(output)} is not a stream-processor checkpoint (or is damaged)")
+
+
+def _no_checkpoint_error(output: Path) -> OutputError:
+    return OutputError(
+        f"{output} has no checkpoint ({checkpoint_path(output).name}), so nothing says what "
+        "it was made from; --resume refuses to continue it (move it away, or run without --resume)"
+    )
+
+
+def _check_same_run(stored: dict[str, Any], current: dict[str, Any], output: Path) -> None:
+    differences = [
+        f"{name}: it was {_describe(stored.get(name))}, now {_describe(current.get(name))}"
+        for name in CHECKED_FIELDS
+        if stored.get(name) != current.get(name)
+    ]
+    if differences:
+        raise OutputError(
+            f"--resume refuses to continue {output}: it was made by another run ("
+            + "; ".join(differences)
+            + "). Run without --resume to start over, or choose another --output"
+        )
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {value[key]}" for key in sorted(value))
+    return str(value)
+
+
+def _cut_torn_line(stream) -> int:
+    """Cut a torn last line (a crash mid-write) and return the number of complete lines."""
+    stream.seek(0)
+    count = end = position = 0
+    while chunk := stream.read(1 << 20):
+        newlines = chunk.count(b"\n")
+        if newlines:
+            count += newlines
+            end = position + chunk.rfind(b"\n") + 1
+        position += len(chunk)
+    stream.truncate(end)
+    return count
+
+
+def _cut_to_lines(stream, lines: int) -> None:
+    """Keep the first `lines` lines of `stream`."""
+    stream.seek(0)
+    seen = position = 0
+    while seen < lines and (chunk := stream.read(1 << 20)):
+        start = 0
+        while seen < lines:
+            newline = chunk.find(b"\n", start)
+            if newline < 0:
+                break
+            seen += 1
+            start = newline + 1
+        position += start if seen == lines else len(chunk)
+    stream.truncate(position)
+
+
+def _cut_checkpoint_to(checkpoint, output_lines: int) -> DoneOffsets:
+    """Read the offsets the checkpoint lists, at most `output_lines` of them; cut the
+    rest (and a torn last line) off the checkpoint. Returns what is done."""
+    checkpoint.seek(0)
+    checkpoint.readline()  # the header
+    done = DoneOffsets()
+    keep_up_to = checkpoint.tell()
+    kept_partial: list[int] | None = None
+    for line in iter(checkpoint.readline, b""):
+        if not line.endswith(b"\n"):
+            break  # torn: its output lines are cut too (they count as not checkpointed)
+        offsets = list(decode_offsets(line))
+        room = output_lines - done.lines
+        for offset in offsets[:room]:
+            done.add(offset)
+        if len(offsets) > room:
+            kept_partial = offsets[:room]
+            break
+        keep_up_to = checkpoint.tell()
+    checkpoint.truncate(keep_up_to)
+    checkpoint.seek(keep_up_to)
+    if kept_partial:
+        checkpoint.write(encode_offsets(iter(kept_partial)) + b"\n")
+        checkpoint.flush()
+    return done

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -69,6 +70,7 @@ class LocalWorkers:
         visibility_timeout_s: float | None = None,
         after_crash: Callable[[], None] | None = None,
         on_give_up: Callable[[Exception], None] | None = None,
+        verbose: bool = False,
     ) -> None:
         self.broker_url = broker_url
         self.concurrency = concurrency
@@ -79,6 +81,7 @@ class LocalWorkers:
         self.visibility_timeout_s = visibility_timeout_s
         self.after_crash = after_crash
         self.on_give_up = on_give_up
+        self.verbose = verbose  # the worker's own log on our stderr; else in a file of the run's
         self._supervisor: processes.Supervisor | None = None
         self._dir: Path | None = None
 
@@ -122,14 +125,51 @@ class LocalWorkers:
         ready_file = self._dir / "ready"
         ready_file.unlink(missing_ok=True)
         hostname = f"stream-processor-{uuid.uuid4().hex[:8]}@%h"
-        # The worker's chatter goes to stderr, keeping stdout for the run's summary.
-        process = processes.spawn(
-            worker_command(self.concurrency, self.queue, hostname, self.loglevel),
-            env=self._environment(ready_file),
-            stdout=sys.stderr.fileno(),
+        # Celery's chatter (its warning about root, "Warm shutdown", ...) would split the
+        # progress bar: it goes to a log file, or with -v to stderr. Never to stdout.
+        with self._log_stream() as log_stream:
+            process = processes.spawn(
+                worker_command(self.concurrency, self.queue, hostname, self.loglevel),
+                env=self._environment(ready_file),
+                stdout=log_stream,
+                stderr=log_stream,
+            )
+        processes.wait_until_ready(
+            process,
+            ready_file.exists,
+            self.start_timeout_s,
+            "celery worker",
+            WorkerError,
+            why_it_exited=self._log_tail,
         )
-        processes.wait_until_ready(process, ready_file.exists, self.start_timeout_s, "celery worker", WorkerError)
         return process
+
+    @property
+    def log_path(self) -> Path | None:
+        return None if self.verbose or self._dir is None else self._dir / "worker.log"
+
+    @contextlib.contextmanager
+    def _log_stream(self):
+        if self.log_path is None:
+            yield sys.stderr.fileno()
+            return
+        with open(self.log_path, "ab") as stream:
+            yield stream
+
+    def _log_tail(self) -> str:
+        if self.log_path is None:
+            return "see its log above"
+        try:
+            return self.log_path.read_text(errors="replace")[-800:].strip() or "its log is empty"
+        except OSError:
+            return "no log"
+
+    def restart(self) -> None:
+        """Kill the worker and its pool, for one that stopped taking tasks: its supervisor
+        starts a new one, and the broker hands the dead one's tasks out again."""
+        process = self.process
+        if process is not None:
+            processes.stop(process, signal.SIGKILL, grace_s=0)
 
     def stop(self, graceful: bool = True) -> None:
         """Warm shutdown when all work is done; cold (SIGQUIT) on errors and interrupts."""

@@ -3,7 +3,10 @@ and finding any process a run left behind."""
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -12,11 +15,13 @@ import tempfile
 import time
 import uuid
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import pytest
 
-from stream_processor.generate import generate_file
+from stream_processor.generate import START_TIMESTAMP, generate_events, generate_file
+from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
@@ -47,6 +52,32 @@ def broker_flag(request) -> list[str]:
     if request.param == "embedded":
         return []
     return ["--broker", request.getfixturevalue("rabbitmq_url")]
+
+
+@pytest.fixture(params=ASYNC_MODES)
+def async_mode(request, monkeypatch) -> str:
+    """Run a test once per async mode of the server: every server it starts (replay_server,
+    run_streaming's own) serves in this mode, by the environment the CLI reads its default from."""
+    monkeypatch.setenv(ASYNC_MODE_ENV, request.param)
+    return request.param
+
+
+in_each_async_mode = pytest.mark.usefixtures("async_mode")
+
+
+@pytest.fixture(scope="session")
+def headless():
+    """benchmarks/browser.py (the one way this project starts a headless Chromium), once a
+    Chromium is known to be installed; else the test skips, saying so (or fails where
+    STREAM_PROCESSOR_REQUIRE_CHROMIUM=1, as in CI)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    browser = importlib.import_module("benchmarks.browser")
+    if browser.find_chromium() is None:
+        if os.environ.get("STREAM_PROCESSOR_REQUIRE_CHROMIUM") == "1":
+            pytest.fail("Chromium is required (STREAM_PROCESSOR_REQUIRE_CHROMIUM=1) but is not installed")
+        pytest.skip("Chromium is not installed (apt-get install chromium): the pages' browser tests need it")
+    return browser
 
 
 @pytest.fixture(scope="session")
@@ -170,6 +201,88 @@ def replay_server(recording: Path, *flags: str, port: int = 0):
         terminate(process, marker, timeout=10)
         process.stdout.close()
         assert alive, f"the server died (exit {process.returncode})"
+
+
+def write_recording(path: Path, lines: list[bytes], trailing_newline: bool = True) -> Path:
+    path.write_bytes(b"\n".join(lines) + (b"\n" if trailing_newline and lines else b""))
+    return path
+
+
+def paced_recording(path: Path, count: int, gap_s: int = 1, seed: int = 3) -> list[bytes]:
+    """`count` generated events, their timestamps `gap_s` apart (paced replays take count * gap_s / speed)."""
+    events = generate_events(minutes=60, rate=1.0, seed=seed)
+    lines = [json.dumps({**next(events), "timestamp": START_TIMESTAMP + i * gap_s}).encode() for i in range(count)]
+    write_recording(path, lines)
+    return lines
+
+
+@pytest.fixture(scope="module")
+def good(small_recording) -> list[bytes]:
+    """Lines of a generated recording: their waits are 0.01-10 s, 0.1 ms-0.1 s at FAST's time scale."""
+    return small_recording.read_bytes().splitlines()
+
+
+TEN_MB = 10_000_000
+
+
+def ten_megabyte_lines() -> tuple[bytes, bytes]:
+    """A 10 MB event (`wait` 0) and a 10 MB line that is not JSON (its object is never closed)."""
+    blob = b"0123456789abcdef" * (TEN_MB // 16)
+    valid = b'{"id": 424242, "title": "Caf\\u00e9", "wait": 0, "blob": "' + blob + b'"}'
+    invalid = b'{"id": 434343, "wait": 0, "blob": "' + blob + b'"'
+    return valid, invalid
+
+
+WIKIS = [
+    ("en.wikipedia.org", "enwiki"),
+    ("de.wikipedia.org", "dewiki"),
+    ("en.wiktionary.org", "enwiktionary"),
+    ("commons.wikimedia.org", "commonswiki"),
+    ("www.wikidata.org", "wikidatawiki"),
+]
+TYPES = ["edit", "new", "log", "categorize"]
+
+
+def mixed_recording(path: Path, count: int = 200) -> list[dict]:
+    """Generated edits spread over five wikis and four types (namespaces and bots as generated)."""
+    events = []
+    for i, event in zip(range(count), generate_events(minutes=60, rate=2.0, seed=17), strict=False):
+        server_name, wiki = WIKIS[i % len(WIKIS)]
+        events.append({**event, "server_name": server_name, "wiki": wiki, "type": TYPES[(i // 3) % len(TYPES)]})
+    write_recording(path, [json.dumps(event).encode() for event in events])
+    return events
+
+
+def expected_offsets(events: list[dict], subscription) -> list[int]:
+    """The offsets README's filter rules select (fnmatch on server_name or wiki; every filter must pass)."""
+    fields = subscription if isinstance(subscription, dict) else {"wikis": subscription}
+
+    def as_list(value):
+        return value if isinstance(value, list) else [value]
+
+    def wanted(event: dict) -> bool:
+        wikis = as_list(fields.get("wikis", "*"))
+        if "*" not in wikis and not any(fnmatchcase(event[k], w) for w in wikis for k in ("server_name", "wiki")):
+            return False
+        return all(event[key] in as_list(fields[key]) for key in ("type", "namespace", "bot") if key in fields)
+
+    return [offset for offset, event in enumerate(events) if wanted(event)]
+
+
+@pytest.fixture(scope="session")
+def js_clients(tmp_path_factory) -> tuple[Path, str]:
+    """tests/js with its npm packages installed in a temporary directory, and node; skips
+    only when node or npm is missing."""
+    npm, node = shutil.which("npm"), shutil.which("node")
+    if not npm or not node:
+        pytest.skip("node and npm are needed for the JavaScript client tests")
+    work = tmp_path_factory.mktemp("js") / "js"
+    shutil.copytree(TESTS / "js", work, ignore=shutil.ignore_patterns("node_modules"))
+    install = subprocess.run(
+        [npm, "install", "--no-audit", "--no-fund", "--silent"], cwd=work, capture_output=True, text=True, timeout=300
+    )
+    assert install.returncode == 0, install.stderr
+    return work, node
 
 
 class FakeClock:

@@ -14,7 +14,8 @@ import uuid
 import pytest
 from conftest import ROOT, cli_env, processes_with_marker, wait_until
 
-SCENARIOS = {"batch", "realtime", "throughput", "memory"}
+SCENARIOS = {"batch", "realtime", "throughput", "short", "order", "memory", "dashboard", "server-rate", "server-pacing"}
+WITHOUT_BROKER = {"server-rate", "server-pacing"}
 
 
 @pytest.fixture
@@ -127,11 +128,34 @@ def test_smoke_benchmark_reports_every_scenario_beside_its_ideal(tmp_path):
     assert results["settings"]["smoke"] is True
     for name, rows in results["scenarios"].items():
         assert rows, f"{name} has no figures"
-        assert all("error" not in row and row["broker"] == "embedded" for row in rows), rows
+        broker = "-" if name in WITHOUT_BROKER else "embedded"
+        assert all("error" not in row and row["broker"] == broker for row in rows), rows
     _check_batch(results)
     _check_realtime(results)
     _check_throughput(results)
+    _check_short(results)
+    _check_order(results)
     _check_memory(results)
+    _check_dashboard(results)
+    _check_server(results)
+
+
+def _check_server(results: dict) -> None:
+    measured = [row for row in results["scenarios"]["server-rate"] if "skipped" not in row]
+    clients = {"node", "ours"} if len(measured) == 8 else {"ours"}  # node rows skip without node
+    assert {(r["async_mode"], r["transport"], r["client"]) for r in measured} == {
+        (mode, transport, client)
+        for mode in ("eventlet", "asyncio")
+        for transport in ("socket.io", "sse")
+        for client in clients
+    }
+    for row in measured:
+        assert row["events"] == results["settings"]["server_rate_events"]
+        assert row["events_per_s"] == pytest.approx(row["events"] / row["seconds"], rel=0.01)
+    for row in results["scenarios"]["server-pacing"]:
+        if "skipped" not in row:
+            assert row["paced_events"] == row["events"] == row["clients"] * results["settings"]["pacing_events"]
+            assert 0 <= row["pacing_p50_ms"] <= row["pacing_p99_ms"] <= row["pacing_max_ms"]
 
 
 def _check_batch(results: dict) -> None:
@@ -156,9 +180,38 @@ def _check_realtime(results: dict) -> None:
 
 
 def _check_throughput(results: dict) -> None:
-    (row,) = results["scenarios"]["throughput"]
-    assert row["events"] == results["settings"]["throughput_events"]
-    assert positive(row["pipeline_events_per_s"], row["floor_events_per_s"], row["ratio"])
+    rows = results["scenarios"]["throughput"]
+    assert [row["mode"] for row in rows] == [
+        "streaming, batches (default)",
+        "streaming, --batch-max 1",
+        "file, batches (default)",
+        "file, --batch-max 1",
+    ]
+    for row in rows:
+        assert row["events"] == results["settings"]["throughput_events"]
+        assert positive(row["pipeline_events_per_s"], row["floor_events_per_s"], row["ratio"])
+    assert len({row["floor_events_per_s"] for row in rows}) == 1  # one floor, measured once, for all
+
+
+def _check_short(results: dict) -> None:
+    rows = results["scenarios"]["short"]
+    assert [(row["workers"], row["batching"]) for row in rows] == [(12, "on (default)"), (12, "off (--batch-max 1)")]
+    for row in rows:
+        assert row["events"] == results["recording_events"]
+        assert positive(row["span_s"], row["ideal_span_s"]) and 0 < row["efficiency"] <= 1.05
+
+
+def _check_order(results: dict) -> None:
+    rows = {row["order"]: row for row in results["scenarios"]["order"]}
+    assert set(rows) == {"total", "key:wiki,title", "none"}
+    for row in rows.values():
+        assert row["events"] == results["recording_events"]
+        assert positive(row["latency_p50_s"], row["ideal_latency_p50_s"], row["ideal_latency_p99_s"])
+        # The harness's ideal and the run's own agree (same mode, same arrivals), within a bucket.
+        assert row["run_ideal_latency_s"]["p50"] == pytest.approx(row["ideal_latency_p50_s"], rel=0.02, abs=0.002)
+    # The modes rank as they must: per key or no order never waits longer than total order.
+    assert rows["key:wiki,title"]["ideal_latency_p50_s"] <= rows["total"]["ideal_latency_p50_s"]
+    assert rows["none"]["ideal_latency_p50_s"] <= rows["key:wiki,title"]["ideal_latency_p50_s"] + 1e-9
 
 
 def _check_memory(results: dict) -> None:
@@ -171,6 +224,25 @@ def _check_memory(results: dict) -> None:
     assert row["growth"] == pytest.approx(checkpoints[-1]["rss_mb"] / checkpoints[0]["rss_mb"] - 1, abs=1e-3)
 
 
+def _check_dashboard(results: dict) -> None:
+    (row,) = results["scenarios"]["dashboard"]
+    if "skipped" in row:  # no Chromium here: said so, not failed (CI installs it)
+        assert "Chromium" in row["skipped"] and os.environ.get("STREAM_PROCESSOR_REQUIRE_CHROMIUM") != "1"
+        return
+    repeats, events = results["settings"]["dashboard_repeats"], results["settings"]["dashboard_events"]
+    assert row["events"] == events and row["repeats"] == repeats
+    assert len(row["runs_without_page"]) == len(row["runs_with_page"]) == repeats
+    assert positive(row["without_page_events_per_s"], row["with_page_events_per_s"])
+    pairs = [1 - page / none for none, page in zip(row["runs_without_page"], row["runs_with_page"], strict=True)]
+    assert row["pair_overheads"] == pytest.approx(pairs, abs=1e-3)
+    assert min(pairs) - 1e-3 <= row["overhead"] <= max(pairs) + 1e-3
+    assert positive(row["run_cpu_s_without_page"], row["run_cpu_s_with_page"], row["browser_cpu_s"])
+    # The page really watched: open before the first event, the final summary on it, no errors.
+    assert row["received_when_page_opened"] == [0] * repeats
+    assert row["page_final_events"] == [events] * repeats
+    assert row["page_errors"] == []
+
+
 @pytest.mark.rabbitmq
 def test_smoke_throughput_runs_on_rabbitmq(rabbitmq_url, tmp_path):
     # RabbitMQ's own code paths in the harness: the runs' --broker and the Celery floor.
@@ -178,9 +250,11 @@ def test_smoke_throughput_runs_on_rabbitmq(rabbitmq_url, tmp_path):
         ["--brokers", "rabbitmq", "--rabbitmq-url", rabbitmq_url, "--only", "throughput"], tmp_path, timeout=200
     )
     assert results["skipped"] == {}
-    (row,) = results["scenarios"]["throughput"]
-    assert row["broker"] == "rabbitmq" and "error" not in row, row
-    assert positive(row["pipeline_events_per_s"], row["floor_events_per_s"], row["ratio"])
+    rows = results["scenarios"]["throughput"]
+    assert len(rows) == 4
+    for row in rows:
+        assert row["broker"] == "rabbitmq" and "error" not in row, row
+        assert positive(row["pipeline_events_per_s"], row["floor_events_per_s"], row["ratio"])
 
 
 def test_an_unreachable_rabbitmq_is_skipped_with_the_reason(tmp_path):

@@ -1,4 +1,4 @@
-"""Live Prometheus metrics: values fed by the run's hooks, scraped over HTTP from localhost."""
+"""Live Prometheus metrics: the run's observations, scraped over HTTP from localhost."""
 
 from __future__ import annotations
 
@@ -10,6 +10,17 @@ from conftest import FakeClock
 from prometheus_client.parser import text_string_to_metric_families
 
 from stream_processor.metrics import LATENCY_BUCKETS_S, RunMetrics
+from stream_processor.observations import CoreState, HeadOfLine, RunObservations
+
+
+def run_metrics(clock=None) -> RunMetrics:
+    return RunMetrics(RunObservations(clock=clock or FakeClock()))
+
+
+def head_read_at(read_at: float | None, window: int = 0) -> CoreState:
+    """What the owner reports: the oldest event not yet written, read at `read_at`."""
+    head = HeadOfLine(0, None, None, read_at, "running", 0, 0) if read_at is not None else None
+    return CoreState(window, 0, 0, 0, head, 1, None, None)
 
 
 def scrape(port: int) -> dict[str, float]:
@@ -33,15 +44,17 @@ def connection_refused(port: int) -> bool:
         return True
 
 
-def test_scraped_metrics_show_what_the_hooks_were_fed():
+def test_scraped_metrics_show_what_the_run_observed():
     clock = FakeClock()
-    with RunMetrics(clock=clock) as metrics:
+    with run_metrics(clock) as metrics:
         port = metrics.serve(0)
+        seen = metrics.observations
         for _ in range(5):
-            metrics.on_read(duration_s=1.0, arrival_s=0.0)
-        metrics.on_written(0, 0.003, False)
-        metrics.on_written(1, 0.2, True)
-        metrics.on_written(2, 75.0, False)
+            seen.on_read(duration_s=1.0, arrival_s=0.0)
+        seen.on_written(0, 0.003, False)
+        seen.on_written(1, 0.2, True)
+        seen.on_written(2, 75.0, False)
+        seen.on_state(head_read_at(0.0, window=2))
 
         samples = scrape(port)
 
@@ -58,30 +71,26 @@ def test_scraped_metrics_show_what_the_hooks_were_fed():
     assert samples["stream_processor_event_latency_seconds_bucket{le=+Inf}"] == 3
 
 
-def test_lag_is_how_long_the_oldest_unwritten_event_has_waited():
+def test_lag_is_how_long_the_event_at_the_head_of_the_line_has_waited():
     clock = FakeClock()
-    metrics = RunMetrics(clock=clock)
-    assert metrics.lag_s() == 0.0
-    for read_at in (10.0, 11.0, 12.0):
-        clock.now = read_at
-        metrics.on_received()
-
+    seen = RunObservations(clock=clock)
+    assert seen.lag_s() == 0.0
+    seen.on_state(head_read_at(10.0))
     clock.now = 15.0
-    assert metrics.lag_s() == 5.0  # offset 0, read at 10
+    assert seen.lag_s() == 5.0
     clock.now = 20.0
-    assert metrics.lag_s() == 10.0  # still waiting: the lag grows with nothing written
-    metrics.on_written(0, 10.0, False)
-    assert metrics.lag_s() == 9.0  # offset 1, read at 11
-    metrics.on_written(1, 9.0, False)
-    metrics.on_written(2, 8.0, False)
-    assert metrics.lag_s() == 0.0  # nothing in flight
+    assert seen.lag_s() == 10.0  # still waiting: the lag grows with nothing written
+    seen.on_state(head_read_at(11.0))  # that one written: the next one heads the line
+    assert seen.lag_s() == 9.0
+    seen.on_state(head_read_at(None))
+    assert seen.lag_s() == 0.0  # nothing in flight
 
 
 def test_lag_is_scraped_live(tmp_path):
     clock = FakeClock(100.0)
-    with RunMetrics(clock=clock) as metrics:
+    with run_metrics(clock) as metrics:
         port = metrics.serve(0)
-        metrics.on_received()
+        metrics.observations.on_state(head_read_at(100.0))
         clock.now = 103.5
         assert scrape(port)["stream_processor_lag_seconds"] == 3.5
         clock.now = 104.0
@@ -89,28 +98,28 @@ def test_lag_is_scraped_live(tmp_path):
 
 
 def test_two_runs_in_one_process_keep_separate_registries():
-    first, second = RunMetrics(), RunMetrics()
-    first.on_received()
+    first, second = run_metrics(), run_metrics()
+    first.observations.on_read()
     assert first.registry.get_sample_value("stream_processor_events_received_total") == 1
     assert second.registry.get_sample_value("stream_processor_events_received_total") == 0
 
 
 def test_serves_on_localhost_by_default():
-    with RunMetrics() as metrics:
+    with run_metrics() as metrics:
         port = metrics.serve(0)
         assert port > 0
         assert metrics.address == ("127.0.0.1", port)
 
 
 def test_serving_twice_is_refused():
-    with RunMetrics() as metrics:
+    with run_metrics() as metrics:
         metrics.serve(0)
         with pytest.raises(RuntimeError, match="already serving"):
             metrics.serve(0)
 
 
 def test_close_frees_the_port():
-    metrics = RunMetrics()
+    metrics = run_metrics()
     port = metrics.serve(0)
     scrape(port)  # a connection was served, so the port has seen real traffic
     metrics.close()

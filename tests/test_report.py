@@ -1,4 +1,4 @@
-"""Run figures: histogram quantiles, RunStats on a fake clock, the JSON report and the summary."""
+"""Run figures: histogram quantiles, RunObservations on a fake clock, the JSON report and the summary."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from conftest import FakeClock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_processor.ideal import IdealSchedule
-from stream_processor.report import LatencyHistogram, RunStats, build_report, summary_text
+from stream_processor.ideal import IdealRun
+from stream_processor.observations import RunObservations
+from stream_processor.report import LatencyHistogram, build_report, summary_text
 
 RELATIVE = 0.005
 ABSOLUTE = 1e-6  # durations at or below a microsecond all land in one bucket near 0
@@ -83,7 +84,7 @@ def test_median_of_a_known_list():
 
 def run_with_fake_clock(latencies_s: list[float], errors: set[int], clock: FakeClock, step: float = 0.5):
     """Read every event at t=10, then write one every `step` s; return the stats."""
-    stats = RunStats(clock=clock)  # started at clock.now
+    stats = RunObservations(clock=clock)  # started at clock.now
     clock.now = 10.0
     for _ in latencies_s:
         stats.on_read()
@@ -107,7 +108,7 @@ def test_run_stats_measure_span_from_first_read_to_last_write():
 
 
 def test_span_is_zero_before_anything_is_written():
-    stats = RunStats(clock=FakeClock(1.0))
+    stats = RunObservations(clock=FakeClock(1.0))
     assert stats.span_s == 0.0
     stats.on_read()
     assert stats.span_s == 0.0
@@ -140,7 +141,7 @@ def test_build_report_has_every_figure():
 
 def test_build_report_compares_with_the_ideal_schedule():
     clock = FakeClock(0.0)
-    stats = RunStats(clock=clock, ideal=IdealSchedule(2))
+    stats = RunObservations(clock=clock, ideal=IdealRun(2))
     clock.now = 1.0
     durations = [2.0, 1.0, 1.0, 3.0]  # two workers: releases at 2, 2, 2, 5 -> ideal span 5
     for duration in durations:
@@ -157,7 +158,7 @@ def test_build_report_compares_with_the_ideal_schedule():
 
 
 def test_events_per_s_is_none_when_nothing_was_written():
-    stats = RunStats(clock=FakeClock(0.0))
+    stats = RunObservations(clock=FakeClock(0.0))
     report = build_report(stats, workers=1, broker="memory")
     assert report["events"] == 0
     assert report["events_per_s"] is None
@@ -166,7 +167,7 @@ def test_events_per_s_is_none_when_nothing_was_written():
 
 def test_summary_text_mentions_the_numbers():
     clock = FakeClock(0.0)
-    stats = RunStats(clock=clock, ideal=IdealSchedule(3))
+    stats = RunObservations(clock=clock, ideal=IdealRun(3))
     clock.now = 1.0
     for duration in [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]:
         stats.on_read(duration)
@@ -191,7 +192,7 @@ def test_summary_text_mentions_the_numbers():
 def test_summary_text_of_a_run_with_an_ideal_but_no_span_does_not_crash():
     # Was: efficiency None (span 0) was formatted with :.1% and raised TypeError.
     clock = FakeClock(5.0)
-    stats = RunStats(clock=clock, ideal=IdealSchedule(2))
+    stats = RunObservations(clock=clock, ideal=IdealRun(2))
     stats.on_read(1.0)  # read, but the run stopped before anything was written
     report = build_report(stats, workers=2, broker="memory")
     assert report["efficiency"] is None
@@ -202,7 +203,7 @@ def test_summary_text_of_a_run_with_an_ideal_but_no_span_does_not_crash():
 
 def test_zero_work_events_have_no_efficiency_rather_than_zero_percent():
     clock = FakeClock(5.0)
-    stats = RunStats(clock=clock, ideal=IdealSchedule(2))
+    stats = RunObservations(clock=clock, ideal=IdealRun(2))
     stats.on_read(0.0)
     clock.now += 0.01
     stats.on_written(0, 0.01, False)

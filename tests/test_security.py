@@ -5,6 +5,7 @@ and code chosen only by whoever starts the worker."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import pickle
 import queue
@@ -16,11 +17,13 @@ from pathlib import Path
 
 import pytest
 import socketio
-from conftest import ROOT, cli_env, terminate
+from conftest import ROOT, cli_env, in_each_async_mode, terminate
 from kombu import Connection, Exchange, Producer
 
 from stream_processor.broker import EmbeddedRedis
 from stream_processor.celery_executor import CeleryExecutor
+from stream_processor.execution import DONE, INVALID
+from stream_processor.executor import EventTask
 from stream_processor.generate import generate_file
 from stream_processor.protocol import NAMESPACE, TOKEN_ENV
 from stream_processor.tasks import DEFAULT_TASK, TASK_NAME, task_queue
@@ -82,6 +85,7 @@ def first_change(client: socketio.Client) -> object:
 # -- the server ---------------------------------------------------------------------------
 
 
+@in_each_async_mode
 def test_with_a_token_the_server_refuses_clients_without_it(serve):
     server = serve(env={TOKEN_ENV: "s3cret-token"})
     for auth in (None, {"token": "wrong"}, {"token": 42}, "s3cret-token"):
@@ -94,6 +98,7 @@ def test_with_a_token_the_server_refuses_clients_without_it(serve):
         client.disconnect()
 
 
+@in_each_async_mode
 def test_the_consume_command_sends_the_token_and_says_clearly_when_refused(serve, recording, tmp_path):
     server = serve("--token", "s3cret-token")
     base = [sys.executable, str(ROOT / "socket_client.py"), "--url", server.url, "--workers", "2"]
@@ -119,6 +124,7 @@ def polling_handshake(port: int, origin: str | None) -> int:
     return status
 
 
+@in_each_async_mode
 def test_cross_origin_browsers_are_refused_unless_their_origin_is_allowed(serve):
     default = serve()
     assert polling_handshake(default.port, None) == 200
@@ -140,6 +146,7 @@ def other_local_address() -> str | None:
     return None if address.startswith("127.") else address
 
 
+@in_each_async_mode
 def test_the_server_listens_on_localhost_only_by_default(serve):
     server = serve()
     assert server.url.startswith("http://127.0.0.1:")
@@ -175,7 +182,7 @@ def test_a_worker_refuses_a_pickled_task_and_runs_the_json_one_behind_it(embedde
     completions: queue.Queue = queue.Queue()
     executor = CeleryExecutor(embedded_broker, DEFAULT_TASK, 0.0, queue_name)
     with LocalWorkers(embedded_broker, 1, DEFAULT_TASK, queue_name):
-        executor.start(lambda offset, ok, value: completions.put((offset, ok, value)))
+        executor.start(completions.put)
         try:
             with Connection(embedded_broker) as connection:
                 Producer(connection).publish(
@@ -184,13 +191,14 @@ def test_a_worker_refuses_a_pickled_task_and_runs_the_json_one_behind_it(embedde
                     content_encoding="binary",
                     exchange=Exchange(queue_name, type="direct"),
                     routing_key=queue_name,
-                    headers={"id": f"{executor.run_id}:0", "task": TASK_NAME, "lang": "py"},
+                    headers={"id": f"{executor.run_id}.pickled", "task": TASK_NAME, "lang": "py"},
                     reply_to=executor.reply_queue.name,
-                    correlation_id=f"{executor.run_id}:0",
+                    correlation_id=f"{executor.run_id}.pickled",
                     declare=[task_queue(queue_name)],
                 )
-            executor.submit(1, {"id": 1, "wait": 0})
-            assert completions.get(timeout=30) == (1, True, {"id": 1, "wait": 0})
+            executor.submit([EventTask(1, json.dumps({"id": 1, "wait": 0}))])
+            (completion,) = completions.get(timeout=30)
+            assert (completion.offset, completion.kind, completion.value) == (1, DONE, None)  # unchanged
         finally:
             executor.close()
     assert not proof.exists(), "the worker unpickled a message"
@@ -200,12 +208,14 @@ def test_a_worker_refuses_a_pickled_task_and_runs_the_json_one_behind_it(embedde
 def test_the_client_ignores_a_pickled_reply(embedded_broker, tmp_path):
     proof = tmp_path / "unpickled"
     completions: queue.Queue = queue.Queue()
+    # No worker consumes this queue: the batch stays in flight, waiting for a reply.
     executor = CeleryExecutor(embedded_broker, DEFAULT_TASK, 0.0, f"stream_processor.run.{uuid.uuid4().hex[:8]}")
-    executor.start(lambda offset, ok, value: completions.put((offset, ok, value)))
+    executor.start(completions.put)
     try:
+        executor.submit([EventTask(7, json.dumps({"id": 7, "wait": 0}))])
         with Connection(embedded_broker) as connection:
             producer = Producer(connection)
-            reply = {"status": "SUCCESS", "task_id": f"{executor.run_id}:0"}
+            reply = {"status": "SUCCESS", "task_id": f"{executor.run_id}.0"}
             producer.publish(
                 pickle.dumps({**reply, "result": Mkdir(proof)}),
                 content_type="application/x-python-serialize",
@@ -213,11 +223,12 @@ def test_the_client_ignores_a_pickled_reply(embedded_broker, tmp_path):
                 routing_key=executor.reply_queue.name,
             )
             producer.publish(
-                {**reply, "task_id": f"{executor.run_id}:1", "result": "ok"},
+                {**reply, "result": {"worker": "elsewhere:1", "outcomes": [["done", '{"ok": 1}', 0.0]]}},
                 serializer="json",
                 routing_key=executor.reply_queue.name,
             )
-        assert completions.get(timeout=30) == (1, True, "ok")
+        (completion,) = completions.get(timeout=30)
+        assert (completion.offset, completion.kind, completion.value) == (7, DONE, '{"ok": 1}')
     finally:
         executor.close()
     assert not proof.exists(), "the client unpickled a reply"
@@ -229,12 +240,13 @@ def test_a_message_cannot_choose_the_code_a_worker_runs(embedded_broker, tmp_pat
     completions: queue.Queue = queue.Queue()
     executor = CeleryExecutor(embedded_broker, "os:system", 0.0, queue_name)  # what a message may *ask* for
     with LocalWorkers(embedded_broker, 1, DEFAULT_TASK, queue_name):
-        executor.start(lambda offset, ok, value: completions.put((offset, ok, value)))
+        executor.start(completions.put)
         try:
-            executor.submit(0, {"id": 0, "wait": 0, "command": f"touch {tmp_path / 'ran'}"})
-            offset, ok, message = completions.get(timeout=30)
+            command = json.dumps({"id": 0, "wait": 0, "command": f"touch {tmp_path / 'ran'}"})
+            executor.submit([EventTask(0, command)])
+            (completion,) = completions.get(timeout=30)
         finally:
             executor.close()
-    assert (offset, ok) == (0, False)
-    assert "this worker runs stream_processor.tasks:wait_and_return, the client expects os:system" in message
+    assert (completion.offset, completion.kind) == (0, INVALID)
+    assert "this worker runs stream_processor.tasks:wait_and_return, the client expects os:system" in completion.value
     assert not (tmp_path / "ran").exists()

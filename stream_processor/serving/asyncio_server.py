@@ -1,0 +1,270 @@
+"""The asyncio shell: python-socketio's `AsyncServer` as an ASGI app on uvicorn.
+
+It carries out the core's steps with coroutines: await the emit, `asyncio.sleep(0)` for
+a turn, an asyncio event to wait on. Everything it decides comes from `core.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+import socketio
+import uvicorn
+
+from stream_processor.protocol import NAMESPACE
+from stream_processor.serving import http_endpoints, socketio_json, sse
+from stream_processor.serving.access import offered_token
+from stream_processor.serving.core import Refused, ServingCore
+from stream_processor.serving.delivery import DELIVERY_KEY, DeliverySessions, polling_packets
+from stream_processor.serving.direct_emit import DirectEmitManager
+from stream_processor.serving.http_endpoints import EventStream, HttpRequest, HttpResponse
+from stream_processor.serving.replay_loop import Finish, Heartbeat, Send, Step, Wait
+from stream_processor.serving.socketio_messages import end_message, error_message, messages_for, packets_in
+from stream_processor.serving.subscriber import Subscriber
+
+log = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send_ = Callable[[dict[str, Any]], Awaitable[None]]
+STOP_POLL_S = 0.1  # as often as uvicorn itself looks whether it should exit
+GRACEFUL_SHUTDOWN_S = 3.0  # then uvicorn cancels what is left
+
+
+class AsyncWaker:
+    """The event a coroutine's replay waits on; the core sets it."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None) -> None:
+        # A fresh event each time: nothing runs between the core's check and this wait, so no wake is lost.
+        self._event = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+
+
+class AsyncioReplayServer:
+    def __init__(self, core: ServingCore) -> None:
+        self.core = core
+        settings = core.settings
+        self.sio = socketio.AsyncServer(
+            async_mode="asgi",
+            # None = same origin only; engine.io takes [] as "no CORS checks at all".
+            cors_allowed_origins=list(settings.cors_origins) or None,
+            max_http_buffer_size=settings.max_payload,
+            http_compression=False,  # polling payloads stay countable (see delivery.py)
+            json=socketio_json,  # recorded lines go out as they are
+            client_manager=DirectEmitManager(),  # a replay's packets without a task each
+            logger=False,
+            engineio_logger=False,
+        )
+        self._socketio_app = socketio.ASGIApp(self.sio)
+        self._sessions = DeliverySessions()
+        self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
+        self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
+        self.sio.on("subscribe", self._on_subscribe, namespace=NAMESPACE)
+        self.sio.on("ack", self._on_ack, namespace=NAMESPACE)
+        self.sio.on("*", self._on_unknown, namespace=NAMESPACE)
+
+    # -- Socket.IO handlers -------------------------------------------------------------
+
+    async def _on_connect(self, sid: str, environ: Any = None, auth: Any = None) -> None:
+        if not isinstance(environ, dict):  # an *event* named "connect": its data came in environ's place
+            environ = {}
+        scope = environ.get("asgi.scope", {})
+        token = offered_token(environ.get("HTTP_AUTHORIZATION"), environ.get("QUERY_STRING", ""), auth)
+        address = (scope.get("client") or ("?",))[0]
+        try:
+            error = self.core.connect(sid, address, token, AsyncWaker(), scope.get(DELIVERY_KEY))
+        except Refused as exc:
+            raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
+        if error:
+            await self._emit(sid, *error_message(error))
+
+    async def _on_disconnect(self, sid: str, *reason: Any) -> None:
+        if self.sio.manager.is_connected(sid, NAMESPACE):
+            # An *event* named "disconnect" (a real disconnect is no longer "connected" here).
+            await self._emit(sid, *error_message("disconnect is not an event a client may emit"))
+            return
+        self.core.leave(sid)
+
+    async def _on_subscribe(self, sid: str, *args: Any) -> None:
+        outcome = self.core.subscribe(sid, args)
+        if isinstance(outcome, str):
+            await self._emit(sid, *error_message(outcome))
+        elif outcome is not None:
+            self.sio.start_background_task(self._carry_out, self.core.subscribers[sid], outcome)
+
+    async def _on_ack(self, sid: str, *args: Any) -> None:
+        if error := self.core.ack(sid, args):
+            await self._emit(sid, *error_message(error))
+
+    async def _on_unknown(self, event: str, sid: str, *args: Any) -> None:
+        await self._emit(sid, *error_message(f"unknown event {event!r:.60}; this server knows subscribe and ack"))
+
+    async def _emit(self, sid: str, event: str, args: Any) -> None:
+        subscriber = self.core.subscribers.get(sid)
+        if subscriber is not None and subscriber.delivery is not None:
+            subscriber.delivery.hand(packets_in(args))
+        if event == "error":
+            log.info("client %s: %s", sid, args["message"])
+        await self.sio.emit(event, args, to=sid, namespace=NAMESPACE)
+
+    # -- a replay's steps ---------------------------------------------------------------
+
+    async def _carry_out(self, subscriber: Subscriber, steps: Iterator[Step]) -> None:
+        for step in steps:
+            if isinstance(step, Send):
+                for event, args in messages_for(step.records, subscriber.subscription):
+                    if subscriber.generation != step.generation:
+                        return  # superseded while sending
+                    await self._emit(subscriber.id, event, args)
+                await asyncio.sleep(0)
+            elif isinstance(step, Wait):
+                await (asyncio.sleep(0) if step.timeout == 0 else subscriber.waker.wait(step.timeout))
+            elif isinstance(step, Finish):
+                await self._emit(subscriber.id, *end_message(step.count, step.offset))
+                log.info(
+                    "replay to %s ended after %d events; %s",
+                    subscriber.id,
+                    step.count,
+                    self.core.pacing_summary(subscriber),
+                )
+            elif isinstance(step, Heartbeat):
+                pass  # engine.io pings keep a Socket.IO connection alive
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    async def asgi_app(self, scope: Scope, receive: Receive, send: Send_) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"].startswith("/socket.io/"):
+            await self._socketio(scope, receive, send)
+        elif scope["type"] == "http":
+            answer = http_endpoints.handle(self.core, _http_request(scope), AsyncWaker)
+            if isinstance(answer, EventStream):
+                await self._event_stream(answer, receive, send)
+            else:
+                await _respond(send, answer, head=scope["method"] == "HEAD")
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})  # no websocket here but Socket.IO's
+
+    async def _socketio(self, scope: Scope, receive: Receive, send: Send_) -> None:
+        """Socket.IO, counting what its transport writes for each session (see delivery.py)."""
+        query = scope.get("query_string", b"").decode("latin-1")
+        delivery = self._sessions.for_request(query)
+        if delivery is None:
+            await self._socketio_app(scope, receive, send)
+            return
+        scope = {**scope, DELIVERY_KEY: delivery}
+        handshake = "sid=" not in query
+        counting = scope["type"] == "websocket" or scope.get("method") == "GET"
+
+        async def counting_send(message: dict[str, Any]) -> None:
+            await send(message)  # waits while the client does not read (uvicorn's flow control)
+            if message["type"] == "websocket.send":
+                delivery.wrote(1)
+            elif message["type"] == "http.response.body" and counting:
+                body = message.get("body", b"")
+                self._sessions.learn_session(body, delivery) if handshake else delivery.wrote(polling_packets(body))
+
+        await self._socketio_app(scope, receive, counting_send)
+
+    async def _event_stream(self, stream: EventStream, receive: Receive, send: Send_) -> None:
+        """An event stream: each chunk waits in `send` while the client does not read
+        (uvicorn's flow control), so a slow reader holds its replay back."""
+        subscriber = stream.subscriber
+        watcher = asyncio.ensure_future(_supersede_on_disconnect(receive, subscriber))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _encoded(stream.headers)})
+            await _send_chunk(send, sse.OPENING)
+            for step in stream.steps:
+                if isinstance(step, Send):
+                    await _send_chunk(send, sse.encode(step.records))
+                    await asyncio.sleep(0)
+                elif isinstance(step, Wait):
+                    await (asyncio.sleep(0) if step.timeout == 0 else subscriber.waker.wait(step.timeout))
+                elif isinstance(step, Heartbeat):
+                    await _send_chunk(send, sse.HEARTBEAT)
+                elif isinstance(step, Finish):
+                    await _send_chunk(send, sse.end_event(step.count, step.offset))
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            watcher.cancel()
+            self.core.leave(subscriber.id)
+
+    # -- serving ------------------------------------------------------------------------
+
+    def request_stop(self, *_signal_args: Any) -> None:
+        """A signal outside uvicorn's own handling (before it starts, or re-raised after it stops)."""
+        raise KeyboardInterrupt
+
+    def serve(self, host: str = "127.0.0.1", port: int = 5000, on_listening=None) -> None:
+        """Serve until SIGINT or SIGTERM; `on_listening(url)` is told the address once bound."""
+        listener = socket.create_server((host, port))
+        bound_host, bound_port = listener.getsockname()[:2]
+        config = uvicorn.Config(
+            self.asgi_app,
+            interface="asgi3",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+            server_header=False,
+        )
+        server = uvicorn.Server(config)
+        if on_listening:
+            on_listening(f"http://{bound_host}:{bound_port}")
+        asyncio.run(self._serve(server, listener))
+
+    async def _serve(self, server: uvicorn.Server, listener: socket.socket) -> None:
+        watcher = asyncio.ensure_future(self._stop_replays_on_exit(server))
+        try:
+            await server.serve(sockets=[listener])  # uvicorn handles SIGINT/SIGTERM while it serves
+        finally:
+            watcher.cancel()
+
+    async def _stop_replays_on_exit(self, server: uvicorn.Server) -> None:
+        """Once uvicorn is told to exit, end every replay, so open streams finish at once."""
+        while not server.should_exit:
+            await asyncio.sleep(STOP_POLL_S)
+        self.core.stop_all()
+
+
+async def _supersede_on_disconnect(receive: Receive, subscriber: Subscriber) -> None:
+    """uvicorn drops what is sent after a client leaves; this ends the replay instead."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    subscriber.supersede()
+
+
+async def _send_chunk(send: Send_, chunk: bytes) -> None:
+    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+
+
+def _http_request(scope: Scope) -> HttpRequest:
+    return HttpRequest(
+        method=scope["method"],
+        path=scope["path"],
+        query_string=scope.get("query_string", b"").decode("latin-1"),
+        headers={name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]},
+        address=(scope.get("client") or ("?",))[0],
+        scheme=scope.get("scheme", "http"),
+    )
+
+
+async def _respond(send: Send_, response: HttpResponse, head: bool = False) -> None:
+    headers = [*response.headers, ("content-length", str(len(response.body)))]
+    await send({"type": "http.response.start", "status": response.status, "headers": _encoded(headers)})
+    await send({"type": "http.response.body", "body": b"" if head else response.body})
+
+
+def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
+    return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]

@@ -1,0 +1,191 @@
+"""The replay server's logic, for both shells: who is connected, what they subscribed to,
+acknowledgements, the replay each one gets (as steps), and the status page's figures.
+
+No eventlet and no asyncio here: a shell calls these methods from its handlers and
+carries out what they return (send an error, start a replay's steps, refuse a client).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from stream_processor.protocol import (
+    DEFAULT_MAX_PAYLOAD,
+    DEFAULT_SUBSCRIBE_BURST,
+    DEFAULT_SUBSCRIBE_RATE,
+    DEFAULT_WINDOW,
+)
+from stream_processor.rate_limit import TokenBucket
+from stream_processor.report import LatencyHistogram
+from stream_processor.serving.access import AddressLimit, token_accepted
+from stream_processor.serving.delivery import Delivery
+from stream_processor.serving.recording import Recording
+from stream_processor.serving.replay_loop import Pacing, Step, replay
+from stream_processor.serving.subscriber import SOCKETIO, SSE, Subscriber, Waker, pacing_figures
+from stream_processor.serving.subscription import SubscribeError, Subscription, parse_subscription
+
+log = logging.getLogger(__name__)
+
+SOCKETIO_BATCH = 32  # records a plain Socket.IO replay emits between turns it gives the others
+STREAM_BATCH = 64  # records an event stream writes as one chunk, when that many are due at once
+DEFAULT_HEARTBEAT_S = 15.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    realtime: bool = False  # pace replays by the events' timestamps, unless a subscriber says otherwise
+    speed: float = 1.0
+    window: int = DEFAULT_WINDOW
+    token: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    subscribe_burst: int = DEFAULT_SUBSCRIBE_BURST
+    subscribe_rate: float = DEFAULT_SUBSCRIBE_RATE
+    max_connections_per_address: int | None = None
+    heartbeat_s: float = DEFAULT_HEARTBEAT_S  # an idle event stream gets a comment this often
+    async_mode: str = "eventlet"
+
+
+class Refused(Exception):
+    """A connection the server will not admit; the message says why."""
+
+
+class ServingCore:
+    def __init__(
+        self, recording: Recording, settings: ServerSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.recording = recording
+        self.settings = settings
+        self.clock = clock
+        self.started_at = clock()
+        self.subscribers: dict[str, Subscriber] = {}
+        self._sent_by_departed = 0
+        self._addresses = AddressLimit(settings.max_connections_per_address)
+        self._stream_ids = itertools.count(1)
+        self.pacing_error = LatencyHistogram()  # every paced event to every client, since the start
+
+    # -- admission ----------------------------------------------------------------------
+
+    def admit(self, subscriber: Subscriber, offered_token: str | None) -> None:
+        """Add a client, or raise Refused: a wrong or missing token, too many from its address."""
+        if not token_accepted(self.settings.token, offered_token):
+            log.warning("refused %s from %s: wrong or missing token", subscriber.transport, subscriber.address)
+            raise Refused(
+                "this server needs a token (auth {token}, Authorization: Bearer, or ?token=); wrong or missing"
+            )
+        if not self._addresses.admit(subscriber.address):
+            raise Refused(
+                f"too many connections from {subscriber.address}: "
+                f"at most {self.settings.max_connections_per_address} at once"
+            )
+        subscriber.server_pacing_error = self.pacing_error
+        self.subscribers[subscriber.id] = subscriber
+
+    def leave(self, subscriber_id: str) -> None:
+        subscriber = self.subscribers.pop(subscriber_id, None)
+        if subscriber is not None:
+            subscriber.supersede()  # its replay stops at its next step
+            self._sent_by_departed += subscriber.sent
+            self._addresses.release(subscriber.address)
+
+    def stop_all(self) -> None:
+        """The server is stopping: every replay ends at its next step."""
+        for subscriber in list(self.subscribers.values()):
+            subscriber.supersede()
+
+    # -- Socket.IO ------------------------------------------------------------------------
+
+    def connect(
+        self, sid: str, address: str, offered_token: str | None, waker: Waker, delivery: Delivery | None
+    ) -> str | None:
+        """A Socket.IO connect; returns an error for a client that emits an event named
+        `connect` (python-socketio routes it to the connect handler), raises Refused."""
+        if sid in self.subscribers:
+            return "connect is not an event a client may emit"
+        subscribes = TokenBucket(self.settings.subscribe_burst, self.settings.subscribe_rate, self.clock)
+        self.admit(Subscriber(sid, SOCKETIO, address, waker, subscribes, delivery), offered_token)
+        return None
+
+    def subscribe(self, sid: str, args: tuple) -> Iterator[Step] | str | None:
+        """The steps of the replay a `subscribe` asks for, or an error message (None: not a client)."""
+        subscriber = self.subscribers.get(sid)
+        if subscriber is None:
+            return None
+        if not subscriber.subscribes.take():
+            return (
+                f"too many subscribes: at most {self.settings.subscribe_burst} at once, "
+                f"then {self.settings.subscribe_rate:g} a second; this one is ignored"
+            )
+        try:
+            if len(args) > 1:
+                raise SubscribeError(f"subscribe takes one argument, not {len(args)}")
+            subscription = parse_subscription(args[0] if args else None, self.settings.realtime, self.settings.speed)
+        except SubscribeError as exc:
+            return str(exc)
+        generation = subscriber.restart(subscription)
+        pacing = Pacing(batch=subscription.batch or SOCKETIO_BATCH)
+        return replay(subscriber, generation, subscription, self.recording, self.settings.window, pacing, self.clock)
+
+    def ack(self, sid: str, args: tuple) -> str | None:
+        """Take an `ack`; returns an error message for a bad one."""
+        subscriber = self.subscribers.get(sid)
+        if subscriber is None:
+            return None
+        offset = args[0] if len(args) == 1 else None
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            return f"ack takes the offset written up to, one whole number >= 0, not {args!r:.60}"
+        if offset > subscriber.next_unsent:
+            return f"ack {offset} is beyond what was sent (up to {subscriber.next_unsent}); ignored"
+        subscriber.acknowledge(offset)
+        return None
+
+    # -- event streams ------------------------------------------------------------------
+
+    def open_stream(
+        self, address: str, offered_token: str | None, waker: Waker, subscription: Subscription
+    ) -> tuple[Subscriber, Iterator[Step]]:
+        """A new event stream's subscriber and the steps of its replay; raises Refused. The
+        shell calls `leave()` when the stream ends, however it ends."""
+        subscriber = Subscriber(f"sse-{next(self._stream_ids)}", SSE, address, waker)
+        self.admit(subscriber, offered_token)
+        generation = subscriber.restart(subscription)
+        pacing = Pacing(batch=STREAM_BATCH, heartbeat_s=self.settings.heartbeat_s)
+        return subscriber, replay(
+            subscriber, generation, subscription, self.recording, self.settings.window, pacing, self.clock
+        )
+
+    # -- figures ------------------------------------------------------------------------
+
+    @property
+    def events_sent(self) -> int:
+        return self._sent_by_departed + sum(subscriber.sent for subscriber in self.subscribers.values())
+
+    def pacing_summary(self, subscriber: Subscriber) -> str:
+        errors = subscriber.pacing_error
+        if not errors.count:
+            return "no paced events"
+        return (
+            f"pacing error over {errors.count} paced events: p50 {errors.quantile(0.5) * 1000:.1f} ms, "
+            f"p99 {errors.quantile(0.99) * 1000:.1f} ms, max {errors.max * 1000:.1f} ms"
+        )
+
+    def status(self) -> dict[str, Any]:
+        now = self.clock()
+        window = self.settings.window
+        return {
+            "async_mode": self.settings.async_mode,
+            "uptime_s": round(now - self.started_at, 3),
+            "recording": {
+                "path": str(self.recording.path),
+                "events": self.recording.events,
+                "loop": self.recording.loop,
+            },
+            "events_sent": self.events_sent,
+            "pacing_error_ms": pacing_figures(self.pacing_error),
+            "clients": [subscriber.status(window, now) for subscriber in self.subscribers.values()],
+        }

@@ -1,0 +1,151 @@
+"""The plain-HTTP endpoints both shells serve beside Socket.IO, as pure decisions:
+an `HttpRequest` in, an `HttpResponse` (or, for an event stream, an `EventStream`: its
+subscriber and the steps the shell writes out) out.
+
+Every endpoint honours the same rules as Socket.IO: the token when one is set
+(`Authorization: Bearer TOKEN` or `?token=TOKEN`), and browsers from other origins
+only when listed (`--cors-origin`); the shells only translate their environ or scope.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any
+
+from stream_processor.serving import sse
+from stream_processor.serving.access import offered_token, origin_allowed, token_accepted
+from stream_processor.serving.core import Refused, ServingCore
+from stream_processor.serving.replay_loop import Step
+from stream_processor.serving.subscriber import Subscriber, Waker
+from stream_processor.web import SECURITY_HEADERS, STATUS_PAGE, static_file
+
+STATUS_PATH = "/status"
+JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    query_string: str
+    headers: dict[str, str]  # names in lower case
+    address: str
+    scheme: str = "http"
+
+    @property
+    def origin(self) -> str | None:
+        return self.headers.get("origin")
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    body: bytes
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def status_line(self) -> str:
+        return f"{self.status} {HTTPStatus(self.status).phrase}"
+
+
+@dataclass(frozen=True)
+class EventStream:
+    subscriber: Subscriber
+    steps: Iterator[Step]
+    headers: list[tuple[str, str]]
+
+
+ACCESS_PATH = "/access"
+PAGE_HEADERS = [(name.lower(), value) for name, value in SECURITY_HEADERS.items()]
+
+
+def handle(core: ServingCore, request: HttpRequest, new_waker: Callable[[], Waker]) -> HttpResponse | EventStream:
+    """Answer a plain-HTTP request (anything but Socket.IO)."""
+    settings = core.settings
+    if not origin_allowed(request.origin, request.scheme, request.headers.get("host"), settings.cors_origins):
+        return error_response(403, f"origin {request.origin!r:.100} is not allowed (see --cors-origin)")
+    cors = cors_headers(request)
+    if request.method == "OPTIONS":  # a browser's preflight, for Authorization or Last-Event-ID: no credentials
+        return HttpResponse(204, b"", cors + PREFLIGHT_HEADERS)
+    page = static_file(STATUS_PAGE, request.path) if request.method in ("GET", "HEAD") else None
+    if page is not None:  # the status page's files hold no data: no token (its data needs one)
+        return HttpResponse(200, page[0], [("content-type", page[1]), *PAGE_HEADERS])
+    token = offered_token(request.headers.get("authorization"), request.query_string)
+    if request.path == ACCESS_PATH:  # whether a token is needed and this one accepted: no data
+        accepted = token_accepted(settings.token, token)
+        return json_response(200, {"token_needed": settings.token is not None, "accepted": accepted}, cors)
+    if not token_accepted(settings.token, token):
+        return unauthorised()
+    if request.path == sse.STREAM_PATH:
+        return open_stream(core, request, token, new_waker, cors)
+    if request.path != STATUS_PATH:
+        paths = f"/ (the status page), {STATUS_PATH} and {sse.STREAM_PATH}"
+        return error_response(404, f"no such endpoint: {request.path!r:.100}; this server serves {paths}")
+    if request.method not in ("GET", "HEAD"):
+        return error_response(405, f"{request.method} is not allowed here; use GET", [("allow", "GET, HEAD")])
+    return json_response(200, core.status(), cors)
+
+
+def open_stream(
+    core: ServingCore, request: HttpRequest, token: str | None, new_waker: Callable[[], Waker], cors: list
+) -> HttpResponse | EventStream:
+    if request.method != "GET":
+        return error_response(405, f"{request.method} is not allowed here; use GET", [("allow", "GET")])
+    settings = core.settings
+    try:
+        subscription = sse.parse_stream_request(
+            request.query_string, request.headers.get("last-event-id"), settings.realtime, settings.speed
+        )
+    except sse.StreamRequestError as exc:
+        return error_response(400, str(exc), cors)
+    if subscription.since is None and core.recording.ends_before(subscription.offset):
+        # Nothing left to send (a client resuming after the last event): 204 tells an
+        # EventSource to stop reconnecting.
+        return HttpResponse(204, b"", cors)
+    try:
+        subscriber, steps = core.open_stream(request.address, token, new_waker(), subscription)
+    except Refused as exc:
+        return error_response(429, str(exc), cors)
+    return EventStream(subscriber, steps, [*STREAM_HEADERS, *cors])
+
+
+STREAM_HEADERS = [
+    ("content-type", sse.CONTENT_TYPE),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),  # a proxy in front must not hold events back
+]
+
+
+PREFLIGHT_HEADERS = [
+    ("access-control-allow-methods", "GET"),
+    ("access-control-allow-headers", "Authorization, Last-Event-ID"),
+    ("access-control-max-age", "600"),
+]
+
+
+def cors_headers(request: HttpRequest) -> list[tuple[str, str]]:
+    """For an allowed browser from another origin: let it read the answer."""
+    if not request.origin:
+        return []
+    return [("access-control-allow-origin", request.origin), ("vary", "Origin")]
+
+
+def unauthorised() -> HttpResponse:
+    return error_response(
+        401,
+        "this server needs a token: Authorization: Bearer TOKEN, or ?token=TOKEN; wrong or missing",
+        [("www-authenticate", 'Bearer realm="stream_processor"')],
+    )
+
+
+def error_response(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
+    return json_response(status, {"error": message}, headers)
+
+
+def json_response(status: int, document: Any, headers: list[tuple[str, str]] | None = None) -> HttpResponse:
+    body = json.dumps(document).encode() + b"\n"
+    return HttpResponse(status, body, [("content-type", JSON), ("cache-control", "no-store"), *(headers or [])])

@@ -1,0 +1,30 @@
+"""The recording a server replays: its events from any offset, once or looping."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from stream_processor.records import Record, count_events, read_records
+
+
+class Recording:
+    def __init__(self, path: str | Path, loop: bool = False) -> None:
+        self.path = Path(path)
+        self.loop = loop
+        self.events = count_events(self.path)  # also fails now, clearly, if it is unreadable
+
+    def records_from(self, offset: int) -> Iterator[Record]:
+        """The recording from `offset` on; with `loop`, again and again, offsets growing."""
+        lap_start = offset - offset % self.events if self.loop and self.events else 0
+        while True:
+            for record in read_records(self.path, start=offset - lap_start):
+                yield Record(record.offset + lap_start, record.raw, record.event, record.error, record.line)
+            if not self.loop or not self.events:
+                return
+            lap_start += self.events
+            offset = lap_start
+
+    def ends_before(self, offset: int) -> bool:
+        """Whether a replay from `offset` has nothing left to send (never, when looping)."""
+        return not (self.loop and self.events) and offset >= self.events

@@ -1,0 +1,74 @@
+"""An incremental Server-Sent Events parser over bytes, as the HTML standard describes it.
+
+Lines end with CRLF, LF or CR; `field: value` (one space after the colon dropped);
+`data` lines join with LF; a blank line dispatches the event; a line starting with a
+colon is a comment (a heartbeat). `id` persists until changed, so every event carries
+the last id seen. Data stays bytes: the recorded line goes on byte for byte.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+
+
+@dataclass(frozen=True, slots=True)
+class SseEvent:
+    event: str  # "message" unless the stream names it
+    data: bytes
+    id: str | None  # the last id the stream set
+
+
+class SseParser:
+    def __init__(self) -> None:
+        self._pending: list[bytes] = []  # a partial line from the last chunks (a 10 MB line comes in many)
+        self._event = ""
+        self._data: list[bytes] = []
+        self._last_id: str | None = None
+        self.retry_ms: int | None = None  # the stream's reconnection time, if it set one
+
+    def feed(self, chunk: bytes) -> Iterator[SseEvent]:
+        """The events that `chunk` completes, in order."""
+        pending_cr = bool(self._pending) and self._pending[-1].endswith(b"\r")
+        if not pending_cr and LINE_BREAK.search(chunk) is None:
+            self._pending.append(chunk)  # no line ends here: join once one does, not chunk by chunk
+            return
+        text = b"".join([*self._pending, chunk])
+        lines = LINE_BREAK.split(text)
+        self._pending = [lines.pop()]  # after the last line break: incomplete
+        if text.endswith(b"\r") and lines:
+            # A CR at the end may be the first half of a CRLF: keep it so the LF is not a blank line.
+            self._pending = [lines.pop() + b"\r"]
+        for line in lines:
+            event = self._line(line)
+            if event is not None:
+                yield event
+
+    def _line(self, line: bytes) -> SseEvent | None:
+        if not line:
+            return self._dispatch()
+        if line[0] == 0x3A:  # ":" a comment
+            return None
+        name, _, value = line.partition(b":")
+        if value.startswith(b" "):
+            value = value[1:]
+        if name == b"data":
+            self._data.append(value)
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id" and b"\0" not in value:
+            self._last_id = value.decode("utf-8", "replace")
+        elif name == b"retry" and value.isdigit():
+            self.retry_ms = int(value)
+        return None
+
+    def _dispatch(self) -> SseEvent | None:
+        if not self._data:
+            self._event = ""
+            return None
+        event = SseEvent(self._event or "message", b"\n".join(self._data), self._last_id)
+        self._event, self._data = "", []
+        return event

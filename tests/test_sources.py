@@ -1,0 +1,196 @@
+"""A streaming run's sources: the event-stream client (same interface as the Socket.IO
+`ReplayClient`) against a real server in each async mode, and the choice by URL."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+from conftest import (
+    expected_offsets,
+    in_each_async_mode,
+    mixed_recording,
+    paced_recording,
+    replay_server,
+    write_recording,
+)
+from listener import Listener
+
+from stream_processor.client import Change, End, ReplayClient
+from stream_processor.serving.sse import STREAM_PATH, event_id
+from stream_processor.sources import SOCKETIO, SSE, open_source, transport_for
+from stream_processor.sse_client import EventStreamClient
+from stream_processor.sse_parser import SseEvent
+
+
+def drain(source, acknowledge: bool = True, stop_after: int | None = None) -> tuple[list[Change], End | None]:
+    """Everything a source puts in its inbox up to `End` (or `stop_after` changes), acknowledging as consume does."""
+    changes: list[Change] = []
+    while stop_after is None or len(changes) < stop_after:
+        item = source.inbox.get(timeout=30)
+        if isinstance(item, End):
+            return changes, item
+        changes.append(item)
+        if acknowledge:
+            source.acknowledge(item.offset + 1, caught_up=item.offset + 1 >= source.next_offset)
+    return changes, None
+
+
+def connected(url: str, **options):
+    source = open_source(url, **options)
+    source.connect()
+    return source
+
+
+@in_each_async_mode
+def test_the_event_stream_source_gets_every_line_byte_for_byte_even_lines_that_are_not_events(good, tmp_path):
+    lines = [good[0], b"{broken", b'{"title": "Caf\xe9"}', b"[" * 3000, *good[1:20]]
+    recording = write_recording(tmp_path / "rec.json", lines)
+    with replay_server(recording) as (url, _):
+        source = connected(url + STREAM_PATH)
+        try:
+            changes, end = drain(source)
+        finally:
+            source.close()
+    assert [change.line for change in changes] == lines
+    assert [change.offset for change in changes] == list(range(len(lines)))
+    assert [change.line_number for change in changes[:4]] == [None, 2, 3, 4]  # error events name their line
+    assert end == End(len(lines), len(lines)) and source.reconnects == 0
+
+
+@in_each_async_mode
+def test_the_resume_token_of_the_last_written_event_resumes_a_later_run_right_after_it(small_recording):
+    lines = small_recording.read_bytes().splitlines()
+    with replay_server(small_recording) as (url, _):
+        first = connected(url + STREAM_PATH)
+        changes, _ = drain(first, stop_after=10)
+        first.acknowledge(10, caught_up=False)  # written up to offset 9
+        token, forgotten = first.resume_token(9), first.resume_token(3)
+        first.close()
+        later = connected(url + STREAM_PATH, start_offset=10, resume_token=token)
+        rest, end = drain(later)
+        later.close()
+    assert token == event_id(9) and forgotten is None  # only the unacknowledged window is kept
+    assert [c.line for c in changes + rest] == lines and [c.offset for c in rest] == list(range(10, len(lines)))
+    assert end.offset == len(lines)
+
+
+@in_each_async_mode
+def test_a_filtered_stream_is_numbered_in_arrival_order_and_resumes_by_token(tmp_path):
+    events = mixed_recording(tmp_path / "mixed.json")
+    want = [json.dumps(events[offset]).encode() for offset in expected_offsets(events, "de.*")]
+    with replay_server(tmp_path / "mixed.json") as (url, _):
+        first = connected(url + STREAM_PATH + "?wikis=de.*")
+        head, _ = drain(first, stop_after=5)
+        token = first.resume_token(4)
+        first.close()
+        later = connected(url + STREAM_PATH + "?wikis=de.*", start_offset=5, resume_token=token)
+        tail, _ = drain(later)
+        later.close()
+    assert [c.offset for c in head + tail] == list(range(len(want)))  # no gaps for the pipeline
+    assert [c.line for c in head + tail] == want
+
+
+@in_each_async_mode
+def test_a_refused_event_stream_says_why(small_recording):
+    with replay_server(small_recording, "--token", "s3cret") as (url, _):
+        with pytest.raises(ConnectionError, match="HTTP 401: this server needs a token"):
+            connected(url + STREAM_PATH, token="wrong")
+        accepted = connected(url + STREAM_PATH, token="s3cret")
+        changes, end = drain(accepted)
+        accepted.close()
+    assert end.count == len(changes) > 0
+
+
+@in_each_async_mode
+def test_a_dropped_event_stream_reconnects_with_last_event_id_and_loses_nothing(tmp_path):
+    lines = paced_recording(tmp_path / "paced.json", count=40)  # 4 s at speed 10
+    with replay_server(tmp_path / "paced.json") as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        source = connected(url + STREAM_PATH, realtime=True, speed=10)
+        before, _ = drain(source, stop_after=5)
+    # The server is gone mid-stream; the source keeps trying until it is back on the same port.
+    with replay_server(tmp_path / "paced.json", port=port):
+        after, end = drain(source)
+        source.close()
+    assert [c.line for c in before + after] == lines  # no gap, nothing twice
+    assert source.reconnects >= 1 and end.offset == len(lines)
+
+
+@in_each_async_mode
+def test_our_socketio_client_asks_for_batches_and_gets_every_line_in_order(small_recording):
+    lines = small_recording.read_bytes().splitlines()
+    with replay_server(small_recording) as (url, _), Listener(url, ack_changes=False) as listener:
+        listener.emit("subscribe", {"wikis": "*", "with_offsets": True, "raw": True, "batch": 7})
+        received = listener.until_end()
+        source = connected(url)
+        changes, end = drain(source)
+        source.close()
+    batches = [args[0] for kind, args in received if kind == "changes"]
+    assert all(1 <= len(batch) <= 7 for batch in batches) and max(len(batch) for batch in batches) == 7
+    assert [item for batch in batches for item in batch] == [[line.decode(), o, o + 1] for o, line in enumerate(lines)]
+    assert isinstance(source, ReplayClient) and source.batch > 1
+    assert [c.line for c in changes] == lines and end.count == len(lines)
+
+
+@pytest.mark.parametrize(
+    ("url", "transport"),
+    [
+        ("http://127.0.0.1:5000", SOCKETIO),
+        ("http://127.0.0.1:5000/socket.io/", SOCKETIO),
+        ("http://127.0.0.1:5000/v2/stream/recentchange", SSE),
+        ("https://stream.wikimedia.org/v2/stream/recentchange?since=2026-01-01T00:00:00Z", SSE),
+    ],
+)
+def test_the_source_is_chosen_by_the_urls_path(url, transport):
+    assert transport_for(url) == transport
+    assert isinstance(open_source(url), EventStreamClient if transport == SSE else ReplayClient)
+    assert isinstance(open_source(url, transport=SSE), EventStreamClient)
+
+
+def live_id(timestamp_ms: int) -> str:
+    """An id as Wikimedia's EventStreams sends it: Kafka positions by timestamp, no offset of ours."""
+    return json.dumps(
+        [
+            {"topic": "eqiad.mediawiki.recentchange", "partition": 0, "timestamp": timestamp_ms},
+            {"topic": "codfw.mediawiki.recentchange", "partition": 0, "offset": -1},
+        ]
+    )
+
+
+def test_live_events_without_offsets_are_numbered_in_arrival_order_from_the_resume_point():
+    source = EventStreamClient(
+        "https://stream.example/v2/stream/recentchange", start_offset=100, resume_token=live_id(5)
+    )
+    for i in range(5):
+        source._take(SseEvent("message", b'{"n": %d}' % i, live_id(1000 + i)))
+    changes = [source.inbox.get_nowait() for _ in range(5)]
+    assert [c.offset for c in changes] == [100, 101, 102, 103, 104] and source.next_offset == 105
+    assert source.resume_token(102) == live_id(1002) and source._headers()["Last-Event-ID"] == live_id(1004)
+    source.acknowledge(104, caught_up=False)  # written up to 103: its token is still there
+    assert source.resume_token(102) is None and source.resume_token(103) == live_id(1003)
+
+
+def test_a_live_source_resuming_across_runs_sends_the_token_it_was_given():
+    source = EventStreamClient("https://stream.example/v2/stream/recentchange", start_offset=7, resume_token=live_id(9))
+    assert source._headers()["Last-Event-ID"] == live_id(9)
+    ours = EventStreamClient("http://127.0.0.1:1/v2/stream/recentchange", start_offset=7)
+    assert ours._headers()["Last-Event-ID"] == event_id(6)  # this project's server: the offset is enough
+    assert "Last-Event-ID" not in EventStreamClient("http://127.0.0.1:1/v2/stream/recentchange")._headers()
+
+
+def test_acknowledging_from_another_thread_while_events_arrive_keeps_every_token_needed():
+    source = EventStreamClient("http://127.0.0.1:1/v2/stream/recentchange")
+    arriving = threading.Thread(
+        target=lambda: [source._take(SseEvent("message", b"{}", event_id(i))) for i in range(20_000)]
+    )
+    arriving.start()
+    written = 0
+    while written < 20_000:
+        item = source.inbox.get(timeout=10)
+        written = item.offset + 1
+        source.acknowledge(written, caught_up=False)
+        assert source.resume_token(item.offset) == event_id(item.offset)
+    arriving.join()
+    assert len(source._ids) <= 2
