@@ -23,6 +23,7 @@ class Settings:
     memory_events: int = 100_000
     short_time_scale: float = 0.02  # short tasks: about 34 ms an event, where per-task cost decides
     short_workers: tuple[int, ...] = (12, 64)
+    order_batch_workers: tuple[int, ...] = (12, 64)  # order modes in file mode
     dashboard_events: int = 50_000  # dashboard: zero-wait events per run (file mode: several seconds)
     dashboard_repeats: int = 7  # dashboard: runs with the page open, and as many without it
     server_rate_events: int = 50_000  # zero-wait events replayed to one client, no pacing
@@ -54,6 +55,7 @@ SMOKE = Settings(
     throughput_events=3_000,
     memory_events=5_000,
     short_workers=(12,),
+    order_batch_workers=(12,),
     dashboard_events=5_000,
     dashboard_repeats=2,
     server_rate_events=5_000,

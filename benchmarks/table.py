@@ -74,6 +74,19 @@ COLUMNS: dict[str, list[Column]] = {
         ("ideal p99", figure("ideal_latency_p99_s", ".3f")),
         ("excess p50 s", figure("excess_p50_s", ".3f")),
         ("excess p99 s", figure("excess_p99_s", ".3f")),
+        ("target", figure("target_excess_s", ".3f", prefix="<= ")),
+    ],
+    "order-batch": [
+        BROKER,
+        WORKERS,
+        ("order", figure("order")),
+        ("p50 s", figure("latency_p50_s", ".3f")),
+        ("ideal p50", figure("ideal_latency_p50_s", ".3f")),
+        ("p99 s", figure("latency_p99_s", ".3f")),
+        ("ideal p99", figure("ideal_latency_p99_s", ".3f")),
+        ("excess p50 s", figure("excess_p50_s", ".3f")),
+        ("excess p99 s", figure("excess_p99_s", ".3f")),
+        ("target", figure("target_excess_s", ".3f", prefix="<= ")),
     ],
     "dashboard": [
         *RUN,
@@ -130,6 +143,9 @@ def titles(results: dict[str, Any]) -> dict[str, str]:
         "order": f"order: run_streaming.py --realtime --speed {settings['speed']:g} --order MODE on {recording}, "
         f"time scale {settings['time_scale']:g}; ideal = the zero-overhead run of the same mode on the paced "
         "arrivals; latency per event, arrival to written",
+        "order-batch": f"order, file mode: run.py --workers W --order MODE on {recording}, time scale "
+        f"{settings['time_scale']:g}; ideal = the zero-overhead run of the same mode, every event there at 0; "
+        "latency per event, read to written",
         "memory": f"memory: streaming client (run_streaming.py main process) RSS on {settings['memory_events']} "
         f"zero-wait events, at {checkpoints} lines written; ideal = flat, growth = last / first checkpoint - 1",
         "dashboard": f"dashboard: {settings['dashboard_events']} zero-wait events through run.py with its live page "

@@ -14,7 +14,18 @@ import uuid
 import pytest
 from conftest import ROOT, cli_env, processes_with_marker, wait_until
 
-SCENARIOS = {"batch", "realtime", "throughput", "short", "order", "memory", "dashboard", "server-rate", "server-pacing"}
+SCENARIOS = {
+    "batch",
+    "realtime",
+    "throughput",
+    "short",
+    "order",
+    "order-batch",
+    "memory",
+    "dashboard",
+    "server-rate",
+    "server-pacing",
+}
 WITHOUT_BROKER = {"server-rate", "server-pacing"}
 
 
@@ -135,6 +146,7 @@ def test_smoke_benchmark_reports_every_scenario_beside_its_ideal(tmp_path):
     _check_throughput(results)
     _check_short(results)
     _check_order(results)
+    _check_order_batch(results)
     _check_memory(results)
     _check_dashboard(results)
     _check_server(results)
@@ -212,6 +224,21 @@ def _check_order(results: dict) -> None:
     # The modes rank as they must: per key or no order never waits longer than total order.
     assert rows["key:wiki,title"]["ideal_latency_p50_s"] <= rows["total"]["ideal_latency_p50_s"]
     assert rows["none"]["ideal_latency_p50_s"] <= rows["key:wiki,title"]["ideal_latency_p50_s"] + 1e-9
+
+
+def _check_order_batch(results: dict) -> None:
+    rows = results["scenarios"]["order-batch"]
+    assert [(row["workers"], row["order"]) for row in rows] == [
+        (12, "total"),
+        (12, "key:wiki,title"),
+        (12, "none"),
+    ]
+    for row in rows:
+        assert row["events"] == results["recording_events"] and row["errors"] == 0
+        assert positive(row["latency_p50_s"], row["ideal_latency_p50_s"], row["ideal_latency_p99_s"])
+        assert row["run_ideal_latency_s"]["p50"] == pytest.approx(row["ideal_latency_p50_s"], rel=0.02, abs=0.002)
+    by_order = {row["order"]: row for row in rows}
+    assert by_order["key:wiki,title"]["ideal_latency_p50_s"] <= by_order["total"]["ideal_latency_p50_s"]
 
 
 def _check_memory(results: dict) -> None:
