@@ -15,7 +15,10 @@ nothing; for events that take microseconds it is everything. So:
   than `linger_s` after its oldest event became ready;
 - at most `outstanding_per_worker` batches per worker are out at a time (one until run
   times are known), so the events behind them stay here, where they can still join a
-  bigger batch; and a batch is at most `SLOW_START_GROWTH` times the biggest that has
+  bigger batch. In key mode, once events are long, one: a task queued at the broker
+  cannot be overtaken by a same-key event that becomes startable after it, which a free
+  worker should take first (it is older); for such events a round trip between tasks
+  costs under 1 %. And a batch is at most `SLOW_START_GROWTH` times the biggest that has
   come back, as an estimate from the first few events can be far off.
 
 Pure arithmetic on numbers the core gives it; no clock, no I/O.
@@ -34,6 +37,8 @@ EVENT_WEIGHT = 0.02  # of each event's run time in the average: about the last h
 HANDOFF_WEIGHT = 0.1  # of each batch's measured handoff
 MAX_HANDOFF_S = 0.1  # a longer gap is not Celery's cost but something else (a stall, a clock)
 SLOW_START_GROWTH = 4  # a batch may be this many times the biggest one that has come back
+LONG_EVENT_HANDOFFS = 100  # an event this many handoffs long hardly notices a round trip between tasks
+ASSUMED_HANDOFF_S = 0.003  # Celery's usual handoff on a quiet machine, until one is measured
 
 
 @dataclass
@@ -42,6 +47,7 @@ class BatchPolicy:
     linger_s: float = DEFAULT_LINGER_S
     target_s: float = DEFAULT_TARGET_S
     outstanding_per_worker: int = 2
+    keyed: bool = False  # key mode: events become startable out of offset order (see max_outstanding)
     mean_run_s: float | None = None  # EWMA of the measured run time of one event
     events_measured: int = 0
     largest_done: int = 0  # the biggest batch that has come back: sizes grow from there, doubling
@@ -88,9 +94,18 @@ class BatchPolicy:
         self.largest_done = max(self.largest_done, events)
 
     def max_outstanding(self, workers: int) -> int:
-        """Batches out at once: one per worker until run times are known, then a few more."""
-        per_worker = 1 if self.mean_run_s is None else self.outstanding_per_worker
+        """Batches out at once: one per worker until run times are known, then a few more,
+        so that no worker waits for a round trip between tasks; in key mode, one per worker
+        for long events, so that no task waits at the broker ahead of an older one."""
+        per_worker = self.outstanding_per_worker
+        if self.mean_run_s is None or (self.keyed and self.events_are_long()):
+            per_worker = 1
         return max(1, workers) * per_worker
+
+    def events_are_long(self) -> bool:
+        """Long enough that a round trip between two tasks costs them under 1 %."""
+        handoff_s = self.handoff_s if self.handoff_s is not None else ASSUMED_HANDOFF_S
+        return self.mean_run_s is not None and self.mean_run_s >= LONG_EVENT_HANDOFFS * handoff_s
 
     def next_batch(self, ready: int, oldest_ready_for_s: float, outstanding: int, workers: int) -> int:
         """How many of the `ready` events to send as one batch now (0: none yet)."""

@@ -188,6 +188,25 @@ def test_one_batch_per_worker_is_out_until_run_times_are_known_then_a_few(policy
     assert policy.max_outstanding(0) >= 1
 
 
+@pytest.mark.parametrize(
+    ("keyed", "mean_run_s", "handoff_s", "per_worker"),
+    [
+        (True, 2.0, None, 1),  # key mode, seconds-long events: nothing waits at the broker
+        (True, 2.0, 0.003, 1),
+        (True, 0.2, 0.003, 2),  # shorter than 100 handoffs: a round trip would show
+        (True, 0.5, 0.01, 2),  # a busy machine's handoff makes the same event short
+        (True, 0.001, None, 2),
+        (False, 2.0, None, 2),  # total and none: the broker's queue is in offset order anyway
+        (True, None, None, 1),  # nothing measured yet
+    ],
+)
+def test_key_mode_sends_long_events_one_per_worker_so_none_queues_ahead_of_an_older_one(
+    keyed, mean_run_s, handoff_s, per_worker
+):
+    policy = BatchPolicy(keyed=keyed, mean_run_s=mean_run_s, handoff_s=handoff_s)
+    assert policy.max_outstanding(12) == 12 * per_worker
+
+
 @given(policy=policies(), ready=ready_counts, waited=waits, outstanding=st.integers(0, 80), workers=workers_counts)
 def test_next_batch_is_never_more_than_ready_nor_than_size(policy, ready, waited, outstanding, workers):
     sent = policy.next_batch(ready, waited, outstanding, workers)
