@@ -77,15 +77,21 @@ class BatchPolicy:
         """The run time a batch is sized for: long enough that the handoff stays a small share."""
         return max(self.target_s, (self.handoff_s or 0.0) / OVERHEAD_SHARE)
 
-    def size(self) -> int:
-        """Events per batch now: as many as fit in the target run time (1 until measured)."""
+    def size(self, running_s: float = 0.0) -> int:
+        """Events per batch now: as many as fit in the target run time (1 until measured).
+
+        `running_s`: how long per event the oldest batch still out has taken so far. Short
+        events finish first, so early in a run the measured mean says too little about the
+        long ones still running; what they already took counts as a floor for the mean.
+        """
         if self.batch_max == 1 or self.mean_run_s is None:
             return 1
+        mean_run_s = max(self.mean_run_s, running_s)
         # (Compared first: dividing by a vanishing mean would overflow.)
-        if self.mean_run_s * self.batch_max <= self.batch_target_s:
+        if mean_run_s * self.batch_max <= self.batch_target_s:
             fitting = self.batch_max
         else:
-            fitting = round(self.batch_target_s / self.mean_run_s)
+            fitting = round(self.batch_target_s / mean_run_s)
         # Slow start: an estimate from a few events can be far off; sizes grow per round trip.
         return max(1, min(self.batch_max, fitting, SLOW_START_GROWTH * self.largest_done))
 
@@ -107,11 +113,13 @@ class BatchPolicy:
         handoff_s = self.handoff_s if self.handoff_s is not None else ASSUMED_HANDOFF_S
         return self.mean_run_s is not None and self.mean_run_s >= LONG_EVENT_HANDOFFS * handoff_s
 
-    def next_batch(self, ready: int, oldest_ready_for_s: float, outstanding: int, workers: int) -> int:
+    def next_batch(
+        self, ready: int, oldest_ready_for_s: float, outstanding: int, workers: int, running_s: float = 0.0
+    ) -> int:
         """How many of the `ready` events to send as one batch now (0: none yet)."""
         if ready == 0 or outstanding >= self.max_outstanding(workers):
             return 0
-        size = self.size()
+        size = self.size(running_s)
         if ready >= size:
             return size
         if outstanding < workers or oldest_ready_for_s >= self.linger_s:

@@ -135,6 +135,8 @@ class StreamProcessor:
         self._ready: list[int] = []  # heap: the events that may start, lowest offset first
         self._ready_since: dict[int, float] = {}
         self._ready_times: deque[tuple[float, int]] = deque()  # (since, offset), oldest first, for the linger
+        self._out: dict[int, tuple[float, int]] = {}  # first offset of each batch out -> (sent at, events)
+        self._out_order: deque[int] = deque()  # those first offsets, oldest batch first
         self._alone: deque[int] = deque()  # retries and events of a lost batch: one per batch
         self._retry_at: list[tuple[float, int]] = []  # heap of (due, offset)
         self._to_write: list[tuple[int, tuple[bytes, bool]]] = []
@@ -303,12 +305,23 @@ class StreamProcessor:
             if self._order.is_pending(offset):  # else done meanwhile (a late reply counted first)
                 self._send([(offset, -1)])
         now = self.clock()
+        running_s = self._oldest_batch_per_event_s(now)
         while self._ready:
             waited = now - self._oldest_ready_since()
-            size = self.batching.next_batch(len(self._ready), waited, self.batches_out, workers)
+            size = self.batching.next_batch(len(self._ready), waited, self.batches_out, workers, running_s)
             if not size:
                 return
             self._send(self._take_batch(size))
+
+    def _oldest_batch_per_event_s(self, now: float) -> float:
+        """How long per event the oldest batch still out has taken so far: a floor for the
+        run time of events still running (the batch policy's `running_s`)."""
+        while self._out_order and self._out_order[0] not in self._out:
+            self._out_order.popleft()  # came back
+        if not self._out_order:
+            return 0.0
+        sent_at, events = self._out[self._out_order[0]]
+        return (now - sent_at) / events
 
     def _take_batch(self, size: int) -> list[tuple[int, int]]:
         """Up to `size` events, lowest offsets first, each followed by the same-key events
@@ -331,9 +344,12 @@ class StreamProcessor:
             entry.state = RUNNING
             tasks.append(EventTask(offset, entry.raw.decode("utf-8"), follows))
         self.executor.submit(tasks)
+        now = self.clock()
         if not self.batches_out:
-            self._progress_at = self.clock()
+            self._progress_at = now
         self.batches_out += 1
+        self._out[batch[0][0]] = (now, len(batch))
+        self._out_order.append(batch[0][0])
 
     def _send_due_retries(self) -> None:
         now = self.clock()
@@ -359,6 +375,8 @@ class StreamProcessor:
         if not any(self._is_running(completion.offset) for completion in completions):
             return  # a repeat of a batch already counted (at-least-once engines)
         self.batches_out -= 1
+        for completion in completions:
+            self._out.pop(completion.offset, None)
         self._progress_at = now = self.clock()
         self.batching.observe_batch(len(completions))
         if completions and completions[0].handoff_s is not None:

@@ -188,6 +188,21 @@ def test_one_batch_per_worker_is_out_until_run_times_are_known_then_a_few(policy
     assert policy.max_outstanding(0) >= 1
 
 
+def test_a_batch_still_running_long_stops_short_events_from_being_batched_with_long_ones():
+    # Early in a run the short events come back first and make the mean small, while the
+    # long ones still run: what those already took must count, or long events get batched.
+    policy = BatchPolicy(mean_run_s=0.001, largest_done=100)
+    assert policy.size() == 20
+    assert policy.size(running_s=0.004) == 5  # 4 ms per event so far: a floor for the mean
+    assert policy.size(running_s=2.0) == 1
+    assert policy.next_batch(ready=50, oldest_ready_for_s=0.0, outstanding=0, workers=4, running_s=2.0) == 1
+
+
+@given(policy=policies(), running_s=st.floats(min_value=0, max_value=1e6))
+def test_time_running_never_makes_a_batch_bigger(policy, running_s):
+    assert 1 <= policy.size(running_s) <= policy.size()
+
+
 @pytest.mark.parametrize(
     ("keyed", "mean_run_s", "handoff_s", "per_worker"),
     [
