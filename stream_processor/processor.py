@@ -358,7 +358,7 @@ class StreamProcessor:
     def _on_completions(self, completions: list[Completion]) -> None:
         if not any(self._is_running(completion.offset) for completion in completions):
             # A repeat of a batch already counted (at-least-once engines: a redelivery, a host back late).
-            self.duplicates_dropped += sum(not self._order.is_pending(c.offset) for c in completions)
+            self.duplicates_dropped += sum(self._is_done(completion.offset) for completion in completions)
             return
         self.batches_out -= 1
         self._progress_at = now = self.clock()
@@ -375,7 +375,7 @@ class StreamProcessor:
         did_not_run = []
         for completion in completions:
             if not self._order.is_pending(completion.offset):
-                self.duplicates_dropped += 1  # a repeat: the first one counted
+                self.duplicates_dropped += self._is_done(completion.offset)  # a repeat: the first one counted
                 continue
             if completion.kind != DONE and not self._is_running(completion.offset):
                 continue  # a repeated failure or loss: it must not use up another attempt
@@ -385,6 +385,13 @@ class StreamProcessor:
                 self._complete(completion)
         if did_not_run:
             self._put_back(did_not_run)
+
+    def _is_done(self, offset: int) -> bool:
+        """Written, or done and waiting for its turn (not a stray offset never admitted)."""
+        if offset < self._watermark:
+            return True
+        entry = self._entries.get(offset)
+        return entry is not None and entry.state == DONE_WAITING
 
     def _is_running(self, offset: int) -> bool:
         entry = self._entries.get(offset)
