@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from stream_processor.cluster import Cluster, ClusterSettings
+from stream_processor.netns import remove_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -317,8 +318,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hosts", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=4, help="pool processes per host")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
+    parser.add_argument(
+        "--clean-up", action="store_true", help="only remove the sp- namespaces and links a killed harness left"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.clean_up:
+        print("\n".join(f"removed {item}" for item in remove_leftovers()) or "nothing to remove")
+        return 0
     try:
         faults = parse_faults(args.faults)
     except ValueError as exc:

@@ -139,6 +139,20 @@ def _empty_namespace(namespace: str, timeout_s: float = 10.0) -> None:
         time.sleep(0.05)
 
 
+def remove_leftovers() -> list[str]:
+    """Remove every namespace and link of ours that a killed owner (SIGKILL: no teardown)
+    left, with the processes in them. Returns what it removed."""
+    found = leftovers()
+    for item in found:
+        kind, name = item.split(" ", 1)
+        if kind == "netns":
+            _empty_namespace(name)
+            ip("netns", "del", name, check=False)
+        else:
+            ip("link", "del", name, check=False)
+    return found
+
+
 def leftovers(tag: str = "") -> list[str]:
     """Namespaces and links of ours (of one network's tag, or of any) that still exist."""
     prefix = f"{PREFIX}{tag}-" if tag else PREFIX
