@@ -59,7 +59,7 @@ def test_consumers_that_stop_taking_tasks_are_reported_and_the_run_goes_on(clust
     result = run_through(cluster, "stall", tmp_path)
     said = "\n".join(result.watchdog)
     assert "no result for" in said
-    assert "quiet since their last result: host" in said  # names the external workers
+    assert "quiet since their last result: host1 (pids" in said  # names the external workers' hosts
     assert "results are coming in again" in said
 
 
