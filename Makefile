@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test chaos bench bench-smoke lint clean
+.PHONY: run test chaos cluster bench bench-smoke lint clean
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,12 @@ bench: $(STAMP)
 
 bench-smoke: $(STAMP)
 	$(PY) -m benchmarks --smoke --json bench-smoke.json
+
+# A 3-host cluster in network namespaces (root): FAULTS=all, or a list such as
+# FAULTS="link-cut broker-restart"; default a clean run. See stream_processor/cluster_faults.py.
+FAULTS ?= clean
+cluster: $(STAMP)
+	$(PY) -m stream_processor.cluster_faults $(FAULTS)
 
 chaos: $(STAMP)
 	$(PY) -m pytest -m chaos tests/test_failures.py

@@ -381,6 +381,29 @@ def server_pacing(broker: Broker | None, workspace: Workspace) -> list[dict[str,
 
 
 Scenario = Callable[[Broker | None, Workspace], list[dict[str, Any]]]
+
+
+def cluster(_broker: None, workspace: Workspace) -> list[dict[str, Any]]:
+    """Each fault in the middle of a run on 3 worker hosts (network namespaces): throughput
+    before it, seconds until back to 90 % of it, lost events and duplicates (both must be 0)."""
+    from dataclasses import asdict
+
+    from stream_processor.cluster import Cluster, ClusterSettings
+    from stream_processor.cluster_faults import FAULTS, run_with_fault
+    from stream_processor.netns import why_unavailable
+
+    why = why_unavailable()
+    if why is not None:
+        return [{"skipped": why}]
+    settings = workspace.settings
+    rows = []
+    with Cluster(ClusterSettings(hosts=settings.cluster_hosts, concurrency=settings.cluster_concurrency)) as hosts:
+        for fault in FAULTS:
+            result = run_with_fault(hosts, fault, settings.recording, settings.cluster_time_scale, workspace.directory)
+            rows.append({**asdict(result), "ok": result.ok, "hosts": settings.cluster_hosts})
+    return rows
+
+
 SCENARIOS: dict[str, Scenario] = {
     "batch": batch,
     "realtime": realtime,
@@ -392,8 +415,10 @@ SCENARIOS: dict[str, Scenario] = {
     "dashboard": dashboard,
     "server-rate": server_rate,
     "server-pacing": server_pacing,
+    "cluster": cluster,
 }
-WITHOUT_BROKER = ("server-rate", "server-pacing")  # run once, not once per broker
+OPT_IN = ("cluster",)  # needs root and takes minutes: run with --only cluster
+WITHOUT_BROKER = ("server-rate", "server-pacing", "cluster")  # run once, not once per broker
 GROUPS = {"server": ["server-rate", "server-pacing"]}  # names --only takes for several scenarios
 
 

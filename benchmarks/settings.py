@@ -29,6 +29,9 @@ class Settings:
     server_rate_events: int = 50_000  # zero-wait events replayed to one client, no pacing
     pacing_clients: int = 50
     pacing_events: int = 120  # the recording's first events: about a minute at 1x
+    cluster_hosts: int = 3  # cluster: worker hosts (network namespaces), each with
+    cluster_concurrency: int = 4  # this many pool processes
+    cluster_time_scale: float = 0.4  # a run of the recording lasts about 40 s
     smoke: bool = False
 
     @property

@@ -113,6 +113,18 @@ COLUMNS: dict[str, list[Column]] = {
         ("events/s", figure("events_per_s", ",d")),
         ("target", figure("target_events_per_s", ",d", prefix=">= ")),
     ],
+    "cluster": [
+        ("fault", figure("fault")),
+        ("ok", lambda row: "yes" if row["ok"] else "NO"),
+        ("wall s", figure("wall_s", ".1f")),
+        ("before ev/s", figure("before_events_per_s", ".1f")),
+        ("back to 90% s", figure("recovery_s", ".1f")),
+        ("target", lambda row: "<= 30" if row["fault"] == "link-cut" else "-"),
+        ("lost", figure("lost", "d")),
+        ("dup written", figure("duplicates_written", "d")),
+        ("late replies dropped", figure("late_replies_dropped", "d")),
+        ("dup completions dropped", figure("duplicates_dropped", "d")),
+    ],
     "server-pacing": [
         ("mode", figure("async_mode")),
         ("clients", figure("clients", "d")),
@@ -153,6 +165,10 @@ def titles(results: dict[str, Any]) -> dict[str, str]:
         "server-rate": f"server rate: {settings['server_rate_events']} zero-wait events to one client, no pacing, "
         "first event to end; node = socket.io-client (plain RCStream) or npm eventsource, "
         "ours = ReplayClient (batch 100) or EventStreamClient, inbox drained only",
+        "cluster": f"cluster: {settings['recording']} on {settings['cluster_hosts']} worker hosts x "
+        f"{settings['cluster_concurrency']} processes (network namespaces, private RabbitMQ), time scale "
+        f"{settings['cluster_time_scale']:g}, each fault when a quarter of the lines are out; before = lines/s in "
+        "the 10 s before it; back to 90% = from the fault to the first moment the next 5 s run at >= 90 % of before",
         "server-pacing": f"server pacing: {settings['pacing_clients']} clients at 1x (half socket.io-client, half "
         f"npm eventsource, one Node process), the first {settings['pacing_events']} events of "
         f"{settings['recording']}; the server's lateness per event (/status)",

@@ -5,7 +5,9 @@ Each task (one batch) is sent with `reply_to` naming a queue this client declare
 worker's rpc:// result backend publishes the task's final state there, whatever it is
 (success, exception, time limit, lost worker). A consumer thread receives those messages
 as the broker delivers them: no per-task polling of a result store. A reply is matched
-to its batch by task id; the first reply for a batch counts, any later one is dropped.
+to its batch by task id; the first reply for a batch counts, any later one is dropped
+and counted (`late_replies_dropped`): a redelivered task, or a host cut off from the
+broker that comes back and publishes what another host already did.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class CeleryExecutor:
         self.run_id = uuid.uuid4().hex[:12]
         self._sequence = itertools.count()
         self._in_flight: dict[str, list[EventTask]] = {}  # task id -> its batch, until its reply
+        self.late_replies_dropped = 0  # replies for a task of ours already answered (reply thread only)
         self.reply_queue = Queue(
             f"stream_processor.replies.{self.run_id}",
             routing_key=f"stream_processor.replies.{self.run_id}",
@@ -135,6 +138,9 @@ class CeleryExecutor:
         (a repeat after a redelivery, a worker that comes back late) or not ours."""
         batch = self._in_flight.pop(task_id, None)
         if batch is None:
+            if task_id.startswith(f"{self.run_id}."):
+                self.late_replies_dropped += 1
+                log.info("dropped a late reply for task %s: already answered", task_id)
             return None
         if status == states.SUCCESS:
             result = result if isinstance(result, dict) else {}

@@ -58,6 +58,8 @@ class CoreState:
     batch_size: int
     mean_event_run_s: float | None
     handoff_s: float | None
+    duplicates_dropped: int = 0  # completions for offsets already done (the core drops them)
+    late_replies_dropped: int = 0  # replies for a task already answered (the executor drops them)
 
 
 @dataclass

@@ -146,6 +146,7 @@ class StreamProcessor:
         self._progress_at: float | None = None  # last completion, or when batches went out after none were
         self.written = 0
         self.errors = 0
+        self.duplicates_dropped = 0  # completions for an offset already done: never written twice
 
     # -- called from any thread ----------------------------------------------------------
 
@@ -373,7 +374,9 @@ class StreamProcessor:
 
     def _on_completions(self, completions: list[Completion]) -> None:
         if not any(self._is_running(completion.offset) for completion in completions):
-            return  # a repeat of a batch already counted (at-least-once engines)
+            # A repeat of a batch already counted (at-least-once engines: a redelivery, a host back late).
+            self.duplicates_dropped += sum(self._is_done(completion.offset) for completion in completions)
+            return
         self.batches_out -= 1
         for completion in completions:
             self._out.pop(completion.offset, None)
@@ -391,7 +394,8 @@ class StreamProcessor:
         did_not_run = []
         for completion in completions:
             if not self._order.is_pending(completion.offset):
-                continue  # a repeat: the first one counted
+                self.duplicates_dropped += self._is_done(completion.offset)  # a repeat: the first one counted
+                continue
             if completion.kind != DONE and not self._is_running(completion.offset):
                 continue  # a repeated failure or loss: it must not use up another attempt
             if completion.kind == SKIPPED or (completion.kind == LOST and len(completions) > 1):
@@ -400,6 +404,13 @@ class StreamProcessor:
                 self._complete(completion)
         if did_not_run:
             self._put_back(did_not_run)
+
+    def _is_done(self, offset: int) -> bool:
+        """Written, or done and waiting for its turn (not a stray offset never admitted)."""
+        if offset < self._watermark:
+            return True
+        entry = self._entries.get(offset)
+        return entry is not None and entry.state == DONE_WAITING
 
     def _is_running(self, offset: int) -> bool:
         entry = self._entries.get(offset)
@@ -489,6 +500,8 @@ class StreamProcessor:
             batch_size=self.batching.size(),
             mean_event_run_s=self.batching.mean_run_s,
             handoff_s=self.batching.handoff_s,
+            duplicates_dropped=self.duplicates_dropped,
+            late_replies_dropped=getattr(self.executor, "late_replies_dropped", 0),
         )
         for hook in self._state_hooks:
             hook(state)

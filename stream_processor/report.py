@@ -83,6 +83,9 @@ def build_report(stats, workers: int, broker: str, **extra: Any) -> dict[str, An
         "events_per_s": round(stats.written / span, 3) if span > 0 else None,
         "workers": workers,
         "broker": broker,
+        # At-least-once delivery shows here: repeats that arrived and were not written.
+        "late_replies_dropped": stats.state.late_replies_dropped if stats.state else 0,
+        "duplicates_dropped": stats.state.duplicates_dropped if stats.state else 0,
     }
     if stats.ideal is not None:
         stats.ideal.finish()  # every event is in: the ideal runs to its end
@@ -122,6 +125,11 @@ def summary_text(report: dict[str, Any]) -> str:
         f"latency     p50 {latency['p50']:.3f} s   p99 {latency['p99']:.3f} s   max {latency['max']:.3f} s",
         f"workers     {report['workers']} on {report['broker']}" + _settings_text(report),
     ]
+    if report.get("late_replies_dropped") or report.get("duplicates_dropped"):
+        lines.append(
+            f"repeats     {report['late_replies_dropped']} late replies and "
+            f"{report['duplicates_dropped']} duplicate completions dropped (not written)"
+        )
     return "\n".join(lines)
 
 

@@ -37,6 +37,7 @@ QUEUE_ENV = "STREAM_PROCESSOR_QUEUE"
 READY_FILE_ENV = "STREAM_PROCESSOR_READY_FILE"
 OWNED_ENV = "STREAM_PROCESSOR_DIE_WITH_PARENT"
 VISIBILITY_TIMEOUT_ENV = "STREAM_PROCESSOR_VISIBILITY_TIMEOUT"
+BROKER_HEARTBEAT_ENV = "STREAM_PROCESSOR_BROKER_HEARTBEAT"
 
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
 DEFAULT_TASK = "stream_processor.tasks:wait_and_return"
@@ -45,6 +46,10 @@ QUEUE = "stream_processor"  # shared by `--workers 0` runs and workers started o
 RUN_QUEUE_PREFIX = "stream_processor.run."  # a run's private queue, for its own workers
 RUN_QUEUE_TTL_S = 3600  # RabbitMQ drops a run's own queue after an hour unused (a crashed run)
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600
+# AMQP heartbeat: RabbitMQ closes the connection of a host that vanished (power, network)
+# after about two to three of these, and hands its unacked tasks (acks_late) to the others.
+# With 5 s, a cut host's tasks run elsewhere within about 10-15 s. 0 turns it off.
+DEFAULT_BROKER_HEARTBEAT_S = 5.0
 # Publishing waits out a broker restart (about a minute), then the run fails loudly.
 PUBLISH_RETRY_POLICY = {"max_retries": 60, "interval_start": 0, "interval_step": 0.5, "interval_max": 1.0}
 
@@ -84,6 +89,7 @@ def make_app(broker_url: str | None = None, queue: str | None = None, backend: s
         task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker waits for its broker to come back
+        broker_heartbeat=_broker_heartbeat_s(),
         # Redis only: a task unacked for this long is handed out again. Keep it above
         # any task's time limit, or a long task is run twice.
         broker_transport_options={"visibility_timeout": _visibility_timeout_s()},
@@ -92,6 +98,10 @@ def make_app(broker_url: str | None = None, queue: str | None = None, backend: s
         task_send_sent_event=False,
     )
     return app
+
+
+def _broker_heartbeat_s() -> float:
+    return float(os.environ.get(BROKER_HEARTBEAT_ENV) or DEFAULT_BROKER_HEARTBEAT_S)
 
 
 def _visibility_timeout_s() -> float:

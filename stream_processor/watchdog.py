@@ -133,16 +133,14 @@ class StallWatchdog:
         if self.observations is None:
             return ""
         now = self.clock()
-        quiet = sorted(
+        quiet = [
             worker
             for worker, seen in list(self.observations.workers.items())
             if now - seen.last_seen_at >= self.stall_s
-        )
-        return (
-            f"; quiet since their last result: {', '.join(quiet[:8])}" + (" ..." if len(quiet) > 8 else "")
-            if quiet
-            else ""
-        )
+        ]
+        hosts = _by_host(quiet)
+        named = ", ".join(hosts[:8]) + (" ..." if len(hosts) > 8 else "")
+        return f"; quiet since their last result: {named}" if quiet else ""
 
     def _describe_stall(self, waited: float) -> str:
         waiting, consumers = self.queue_state()
@@ -159,6 +157,15 @@ class StallWatchdog:
         if waiting:
             return f"{head}, and {waiting} wait in {where}: is a worker consuming it? {start_one}"
         return f"{head}; still waiting for the workers ({where})"
+
+
+def _by_host(workers: list[str]) -> list[str]:
+    """ "host:pid" names grouped by host: `host1 (pids 7, 8)`, the host being what one acts on."""
+    pids: dict[str, list[str]] = {}
+    for worker in sorted(workers):
+        host, _, pid = worker.rpartition(":")
+        pids.setdefault(host or worker, []).append(pid)
+    return [f"{host} (pid{'s' if len(ids) > 1 else ''} {', '.join(ids)})" for host, ids in pids.items()]
 
 
 def broker_queue_state(url: str, queue: str) -> tuple[int | None, int | None]:

@@ -46,6 +46,23 @@ def rabbitmq_url() -> str:
     pytest.skip("RabbitMQ not reachable at localhost:5672 (start it with `rabbitmq-server -detached`)")
 
 
+@pytest.fixture(scope="session")
+def netns_ready() -> None:
+    """Network namespaces can be made here (root, `ip netns`) and RabbitMQ is installed; else
+    skip, saying why (or fail where STREAM_PROCESSOR_REQUIRE_NETNS=1, as in CI)."""
+    from stream_processor.netns import why_unavailable
+    from stream_processor.rabbitmq_node import RABBITMQ_BIN
+
+    why = why_unavailable()
+    if why is None and not (RABBITMQ_BIN / "rabbitmq-server").exists():
+        why = f"RabbitMQ is not installed ({RABBITMQ_BIN}/rabbitmq-server)"
+    if why is None:
+        return
+    if os.environ.get("STREAM_PROCESSOR_REQUIRE_NETNS") == "1":
+        pytest.fail(f"the cluster tests are required (STREAM_PROCESSOR_REQUIRE_NETNS=1), but {why}")
+    pytest.skip(f"cluster tests skipped: {why}")
+
+
 @pytest.fixture(params=["embedded", "rabbitmq"])
 def broker_flag(request) -> list[str]:
     """Run a test once on the embedded broker and once on RabbitMQ."""

@@ -292,3 +292,17 @@ def test_an_unreachable_rabbitmq_is_skipped_with_the_reason(tmp_path):
     )
     assert "127.0.0.1:1 not reachable" in results["skipped"]["rabbitmq"]
     assert results["scenarios"]["throughput"] == []
+
+
+def test_the_cluster_scenario_runs_only_on_request_and_its_table_shows_each_fault(harness, monkeypatch):
+    # Opt-in: it needs root and takes minutes (`python -m benchmarks --only cluster`).
+    cli, table = importlib.import_module("benchmarks.cli"), importlib.import_module("benchmarks.table")
+    assert "cluster" not in cli.build_parser().parse_args([]).only
+    assert cli.build_parser().parse_args(["--only", "cluster"]).only == ["cluster"]
+    row = {"broker": "-", "fault": "link-cut", "ok": True, "wall_s": 52.0, "before_events_per_s": 18.9}
+    row |= {"recovery_s": 14.5, "lost": 0, "duplicates_written": 0, "late_replies_dropped": 3, "duplicates_dropped": 1}
+    settings = importlib.import_module("benchmarks.settings").FULL.as_json()
+    results = {"settings": settings, "recording_events": None, "scenarios": {"cluster": [row]}, "skipped": {}}
+    results["machine"], results["elapsed_s"] = {"cores": 2, "python": "3", "platform": "linux"}, 60.0
+    text = table.render(results)
+    assert "link-cut" in text and "14.5" in text and "<= 30" in text

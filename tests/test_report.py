@@ -211,3 +211,30 @@ def test_zero_work_events_have_no_efficiency_rather_than_zero_percent():
     assert report["ideal_span_s"] == 0.0 and report["span_s"] > 0
     assert report["efficiency"] is None
     assert "0.0%" not in summary_text(report)
+
+
+def test_repeats_dropped_by_the_executor_and_the_core_are_in_the_report_and_the_summary():
+    from stream_processor.observations import CoreState
+
+    stats = RunObservations(clock=FakeClock())
+    assert build_report(stats, workers=0, broker="x")["late_replies_dropped"] == 0
+    stats.on_state(CoreState(0, 0, 3, 0, None, 1, None, None, duplicates_dropped=2, late_replies_dropped=5))
+    report = build_report(stats, workers=0, broker="x")
+    assert (report["late_replies_dropped"], report["duplicates_dropped"]) == (5, 2)
+    assert "5 late replies and 2 duplicate completions dropped" in summary_text(report)
+
+
+def test_a_second_reply_for_a_task_is_dropped_and_counted_and_a_stranger_s_is_not():
+    from celery import states
+
+    from stream_processor.celery_executor import CeleryExecutor
+    from stream_processor.executor import EventTask
+
+    executor = CeleryExecutor("amqp://guest:guest@127.0.0.1:1//")  # never connects: no start()
+    task_id = f"{executor.run_id}.0"
+    executor._in_flight[task_id] = [EventTask(0, "{}", -1)]
+    assert executor._reply_to_completions(task_id, states.SUCCESS, {"outcomes": None})
+    assert executor._reply_to_completions(task_id, states.SUCCESS, {"outcomes": None}) is None  # a host back late
+    assert executor._reply_to_completions("another-run.0", states.SUCCESS, {}) is None
+    assert executor.late_replies_dropped == 1
+    executor.app.close()

@@ -68,10 +68,12 @@ def test_redis_which_cannot_count_consumers_gets_the_waiting_tasks_instead():
 def test_workers_that_went_quiet_are_named():
     seen = RunObservations(clock=FakeClock())
     seen.workers = {"hostA:11": WorkerSeen(3, 1.0, 0.0), "hostB:12": WorkerSeen(3, 1.0, 9.5)}
+    seen.workers |= {"hostC:13": WorkerSeen(1, 1.0, 0.0), "hostC:14": WorkerSeen(1, 1.0, 0.0)}
     dog, core, clock = watchdog(queue_state=(0, 3), observations=seen)
     core.batches_out, core.since, clock.now = 2, 0.0, 12.0
     message = dog.check()
-    assert "hostA:11" in message and "hostB:12" not in message  # B answered 2.5 s ago
+    assert "quiet since their last result: hostA (pid 11), hostC (pids 13, 14)" in message
+    assert "hostB" not in message  # B answered 2.5 s ago
 
 
 def test_the_runs_own_workers_are_restarted_after_the_stall_timeout_and_only_then():
