@@ -108,8 +108,6 @@ def realtime(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
         expected_events=len(recording),
         timeout_s=_STARTUP_S + 3 * ideal_span,
     )
-    measured = report["latency_s"]
-    ideal_p50, ideal_p99 = ideals.quantile(ideal_latencies, 0.5), ideals.quantile(ideal_latencies, 0.99)
     return [
         {
             "broker": broker.kind,
@@ -121,14 +119,8 @@ def realtime(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
             "ideal_span_s": round(ideal_span, 4),
             "lateness_s": round(report["span_s"] - ideal_span, 4),
             "efficiency": _share(ideal_span, report["span_s"]),
-            "latency_p50_s": measured["p50"],
-            "ideal_latency_p50_s": round(ideal_p50, 4),
-            "excess_p50_s": round(measured["p50"] - ideal_p50, 4),
-            "latency_p99_s": measured["p99"],
-            "ideal_latency_p99_s": round(ideal_p99, 4),
-            "excess_p99_s": round(measured["p99"] - ideal_p99, 4),
+            **_latencies(report, ideal_latencies),
             "run_ideal_span_s": report.get("ideal_span_s"),
-            "run_ideal_latency_s": report.get("ideal_latency_s"),
         }
     ]
 
@@ -257,23 +249,28 @@ def order_batch(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
 def _latency_row(
     broker: Broker, order: str, settings: Settings, report: dict[str, Any], ideal_latencies: list[float]
 ) -> dict[str, Any]:
-    """A run's latency percentiles beside its ideal's (the harness's, and the run's own)."""
-    measured = report["latency_s"]
-    ideal_p50, ideal_p99 = ideals.quantile(ideal_latencies, 0.5), ideals.quantile(ideal_latencies, 0.99)
+    """A run in an ordering mode: its latency percentiles beside its ideal's."""
     return {
         "broker": broker.kind,
         "order": order,
         "time_scale": settings.time_scale,
         **_counts(report),
-        "latency_p50_s": measured["p50"],
-        "ideal_latency_p50_s": round(ideal_p50, 4),
-        "excess_p50_s": round(measured["p50"] - ideal_p50, 4),
-        "latency_p99_s": measured["p99"],
-        "ideal_latency_p99_s": round(ideal_p99, 4),
-        "excess_p99_s": round(measured["p99"] - ideal_p99, 4),
-        "run_ideal_latency_s": report.get("ideal_latency_s"),
+        **_latencies(report, ideal_latencies),
         "target_excess_s": None if order == "total" else ORDER_EXCESS_TARGET_S,
     }
+
+
+def _latencies(report: dict[str, Any], ideal_latencies: list[float]) -> dict[str, Any]:
+    """The run's latency p50 and p99 beside the harness's ideal ones (and the run's own ideal)."""
+    measured = report["latency_s"]
+    figures: dict[str, Any] = {}
+    for name, q in (("p50", 0.5), ("p99", 0.99)):
+        ideal = ideals.quantile(ideal_latencies, q)
+        figures[f"latency_{name}_s"] = measured[name]
+        figures[f"ideal_latency_{name}_s"] = round(ideal, 4)
+        figures[f"excess_{name}_s"] = round(measured[name] - ideal, 4)
+    figures["run_ideal_latency_s"] = report.get("ideal_latency_s")
+    return figures
 
 
 def _slug(order: str) -> str:

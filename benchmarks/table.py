@@ -29,6 +29,18 @@ def rss_at_checkpoints(row: dict[str, Any]) -> str:
 
 BROKER, WORKERS = ("broker", figure("broker")), ("W", figure("workers", "d"))
 RUN = [BROKER, WORKERS, ("events", figure("events", "d"))]  # what every table but realtime starts with
+ORDER_COLUMNS: list[Column] = [
+    BROKER,
+    WORKERS,
+    ("order", figure("order")),
+    ("p50 s", figure("latency_p50_s", ".3f")),
+    ("ideal p50", figure("ideal_latency_p50_s", ".3f")),
+    ("p99 s", figure("latency_p99_s", ".3f")),
+    ("ideal p99", figure("ideal_latency_p99_s", ".3f")),
+    ("excess p50 s", figure("excess_p50_s", ".3f")),
+    ("excess p99 s", figure("excess_p99_s", ".3f")),
+    ("target", figure("target_excess_s", ".3f", prefix="<= ")),
+]
 COLUMNS: dict[str, list[Column]] = {
     "batch": [
         *RUN,
@@ -64,30 +76,8 @@ COLUMNS: dict[str, list[Column]] = {
         ("efficiency", figure("efficiency", ".1%")),
         ("target", figure("target", ".0%", prefix=">= ")),
     ],
-    "order": [
-        BROKER,
-        WORKERS,
-        ("order", figure("order")),
-        ("p50 s", figure("latency_p50_s", ".3f")),
-        ("ideal p50", figure("ideal_latency_p50_s", ".3f")),
-        ("p99 s", figure("latency_p99_s", ".3f")),
-        ("ideal p99", figure("ideal_latency_p99_s", ".3f")),
-        ("excess p50 s", figure("excess_p50_s", ".3f")),
-        ("excess p99 s", figure("excess_p99_s", ".3f")),
-        ("target", figure("target_excess_s", ".3f", prefix="<= ")),
-    ],
-    "order-batch": [
-        BROKER,
-        WORKERS,
-        ("order", figure("order")),
-        ("p50 s", figure("latency_p50_s", ".3f")),
-        ("ideal p50", figure("ideal_latency_p50_s", ".3f")),
-        ("p99 s", figure("latency_p99_s", ".3f")),
-        ("ideal p99", figure("ideal_latency_p99_s", ".3f")),
-        ("excess p50 s", figure("excess_p50_s", ".3f")),
-        ("excess p99 s", figure("excess_p99_s", ".3f")),
-        ("target", figure("target_excess_s", ".3f", prefix="<= ")),
-    ],
+    "order": ORDER_COLUMNS,
+    "order-batch": ORDER_COLUMNS,
     "dashboard": [
         *RUN,
         ("without page ev/s (range)", median_and_range("without_page_events_per_s", "runs_without_page")),
