@@ -80,18 +80,18 @@ class BatchPolicy:
     def size(self, running_s: float = 0.0) -> int:
         """Events per batch now: as many as fit in the target run time (1 until measured).
 
-        `running_s`: how long per event the oldest batch still out has taken so far. Short
+        `running_s`: a floor for the mean from the batches still out (see the core). Short
         events finish first, so early in a run the measured mean says too little about the
-        long ones still running. A batch out for longer per event than a whole batch should
-        take shows that events are long: until it is back, events go one per task.
+        long ones still running.
         """
-        if self.batch_max == 1 or self.mean_run_s is None or running_s > self.batch_target_s:
+        if self.batch_max == 1 or self.mean_run_s is None:
             return 1
+        mean_run_s = max(self.mean_run_s, running_s)
         # (Compared first: dividing by a vanishing mean would overflow.)
-        if self.mean_run_s * self.batch_max <= self.batch_target_s:
+        if mean_run_s * self.batch_max <= self.batch_target_s:
             fitting = self.batch_max
         else:
-            fitting = round(self.batch_target_s / self.mean_run_s)
+            fitting = round(self.batch_target_s / mean_run_s)
         # Slow start: an estimate from a few events can be far off; sizes grow per round trip.
         return max(1, min(self.batch_max, fitting, SLOW_START_GROWTH * self.largest_done))
 

@@ -136,7 +136,7 @@ class StreamProcessor:
         self._ready_since: dict[int, float] = {}
         self._ready_times: deque[tuple[float, int]] = deque()  # (since, offset), oldest first, for the linger
         self._out: dict[int, tuple[float, int]] = {}  # first offset of each batch out -> (sent at, events)
-        self._out_order: deque[int] = deque()  # those first offsets, oldest batch first
+        self._out_sent_at_sum = 0.0  # of the batches out: for the time they have run so far
         self._alone: deque[int] = deque()  # retries and events of a lost batch: one per batch
         self._retry_at: list[tuple[float, int]] = []  # heap of (due, offset)
         self._to_write: list[tuple[int, tuple[bytes, bool]]] = []
@@ -306,7 +306,7 @@ class StreamProcessor:
             if self._order.is_pending(offset):  # else done meanwhile (a late reply counted first)
                 self._send([(offset, -1)])
         now = self.clock()
-        running_s = self._oldest_batch_per_event_s(now)
+        running_s = self._out_per_event_s(now)
         while self._ready:
             waited = now - self._oldest_ready_since()
             size = self.batching.next_batch(len(self._ready), waited, self.batches_out, workers, running_s)
@@ -314,15 +314,15 @@ class StreamProcessor:
                 return
             self._send(self._take_batch(size))
 
-    def _oldest_batch_per_event_s(self, now: float) -> float:
-        """How long per event the oldest batch still out has taken so far: a floor for the
-        run time of events still running (the batch policy's `running_s`)."""
-        while self._out_order and self._out_order[0] not in self._out:
-            self._out_order.popleft()  # came back
-        if not self._out_order:
+    def _out_per_event_s(self, now: float) -> float:
+        """A floor for the mean run time from the batches still out (the batch policy's
+        `running_s`): the time they have run so far, over the events measured so far.
+        Short events come back first; early in a run this says that the many still out
+        are long (a "total time on test" estimate), and later it fades."""
+        if not self._out:
             return 0.0
-        sent_at, events = self._out[self._out_order[0]]
-        return (now - sent_at) / events
+        running = max(0.0, len(self._out) * now - self._out_sent_at_sum)
+        return running / max(1, self.batching.events_measured)
 
     def _take_batch(self, size: int) -> list[tuple[int, int]]:
         """Up to `size` events, lowest offsets first, each followed by the same-key events
@@ -350,7 +350,7 @@ class StreamProcessor:
             self._progress_at = now
         self.batches_out += 1
         self._out[batch[0][0]] = (now, len(batch))
-        self._out_order.append(batch[0][0])
+        self._out_sent_at_sum += now
 
     def _send_due_retries(self) -> None:
         now = self.clock()
@@ -379,7 +379,9 @@ class StreamProcessor:
             return
         self.batches_out -= 1
         for completion in completions:
-            self._out.pop(completion.offset, None)
+            sent_at, _ = self._out.pop(completion.offset, (None, 0))
+            if sent_at is not None:
+                self._out_sent_at_sum -= sent_at
         self._progress_at = now = self.clock()
         self.batching.observe_batch(len(completions))
         if completions and completions[0].handoff_s is not None:
