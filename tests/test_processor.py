@@ -1049,3 +1049,32 @@ def test_local_observers_are_called_on_the_owner_thread_only(local_runs):
     (owner,) = run.watcher.threads
     assert owner != threading.get_ident()
     assert owner not in {thread.ident for thread in threading.enumerate() if thread.name.startswith("local-task")}
+
+
+def test_a_short_event_back_first_does_not_get_long_ones_still_out_batched_together(runs):
+    # Four events out alone (nothing measured yet). One comes back after a second, having run
+    # for 0.1 ms: the mean says "tiny", but three have been out for a second each. The next
+    # events must go one per task, or a batch could put a 1 s event behind a 10 s one.
+    clock = FakeClock(1000.0)
+    run = runs(batching=BatchPolicy(batch_max=10), workers=4, clock=clock)
+    run.submit_all(records_for(20))
+    first_four = [run.next_batch() for _ in range(4)]
+    assert all(len(batch) == 1 for batch in first_four)
+    clock.now = 1001.0
+    run.executor.complete(first_four[0])
+    run.wait_written(1)
+    later = [run.next_batch() for _ in range(4)]  # two per worker may be out once run times are known
+    assert all(len(batch) == 1 for batch in later), [offsets_of(batch) for batch in later]
+
+
+def test_once_many_short_events_have_come_back_batches_grow_again(runs):
+    # The floor fades as events are measured: short events, all back, batch as before.
+    clock = FakeClock(1000.0)
+    run = runs(batching=BatchPolicy(batch_max=10), workers=1, clock=clock)
+    run.submit_all(records_for(40))
+    sizes = []
+    while sum(sizes) < 40:
+        batch = run.next_batch()
+        sizes.append(len(batch))
+        run.executor.complete(batch)
+    assert max(sizes) == 10, sizes
