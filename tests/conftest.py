@@ -23,6 +23,12 @@ import pytest
 from stream_processor.generate import START_TIMESTAMP, generate_events, generate_file
 from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES
 
+# A test run started as a background job of a script inherits SIGINT ignored, and so would
+# every run the tests start and then interrupt as Ctrl-C does: they must see it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 RABBITMQ_URL = os.environ.get("STREAM_PROCESSOR_TEST_RABBITMQ", "amqp://guest:guest@localhost:5672//")
