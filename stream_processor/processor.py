@@ -135,8 +135,7 @@ class StreamProcessor:
         self._ready: list[int] = []  # heap: the events that may start, lowest offset first
         self._ready_since: dict[int, float] = {}
         self._ready_times: deque[tuple[float, int]] = deque()  # (since, offset), oldest first, for the linger
-        self._out: dict[int, tuple[float, int]] = {}  # first offset of each batch out -> (sent at, events)
-        self._out_sent_at_sum = 0.0  # of the batches out: for the time they have run so far
+        self._sent_at: dict[int, float] = {}  # first offset of each batch out -> when it was sent
         self._alone: deque[int] = deque()  # retries and events of a lost batch: one per batch
         self._retry_at: list[tuple[float, int]] = []  # heap of (due, offset)
         self._to_write: list[tuple[int, tuple[bytes, bool]]] = []
@@ -319,9 +318,7 @@ class StreamProcessor:
         `running_s`): the time they have run so far, over the events measured so far.
         Short events come back first; early in a run this says that the many still out
         are long (a "total time on test" estimate), and later it fades."""
-        if not self._out:
-            return 0.0
-        running = max(0.0, len(self._out) * now - self._out_sent_at_sum)
+        running = sum(now - sent_at for sent_at in self._sent_at.values())  # a few per worker
         return running / max(1, self.batching.events_measured)
 
     def _take_batch(self, size: int) -> list[tuple[int, int]]:
@@ -349,8 +346,7 @@ class StreamProcessor:
         if not self.batches_out:
             self._progress_at = now
         self.batches_out += 1
-        self._out[batch[0][0]] = (now, len(batch))
-        self._out_sent_at_sum += now
+        self._sent_at[batch[0][0]] = now
 
     def _send_due_retries(self) -> None:
         now = self.clock()
@@ -379,9 +375,7 @@ class StreamProcessor:
             return
         self.batches_out -= 1
         for completion in completions:
-            sent_at, _ = self._out.pop(completion.offset, (None, 0))
-            if sent_at is not None:
-                self._out_sent_at_sum -= sent_at
+            self._sent_at.pop(completion.offset, None)  # the batch's first offset is its key
         self._progress_at = now = self.clock()
         self.batching.observe_batch(len(completions))
         if completions and completions[0].handoff_s is not None:

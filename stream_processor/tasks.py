@@ -89,10 +89,12 @@ def make_app(broker_url: str | None = None, queue: str | None = None, backend: s
         task_publish_retry_policy=PUBLISH_RETRY_POLICY,
         broker_connection_retry_on_startup=True,
         broker_connection_max_retries=None,  # a worker waits for its broker to come back
-        broker_heartbeat=_broker_heartbeat_s(),
+        broker_heartbeat=_seconds_from_env(BROKER_HEARTBEAT_ENV, DEFAULT_BROKER_HEARTBEAT_S),
         # Redis only: a task unacked for this long is handed out again. Keep it above
         # any task's time limit, or a long task is run twice.
-        broker_transport_options={"visibility_timeout": _visibility_timeout_s()},
+        broker_transport_options={
+            "visibility_timeout": _seconds_from_env(VISIBILITY_TIMEOUT_ENV, DEFAULT_VISIBILITY_TIMEOUT_S)
+        },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         task_send_sent_event=False,
@@ -100,12 +102,8 @@ def make_app(broker_url: str | None = None, queue: str | None = None, backend: s
     return app
 
 
-def _broker_heartbeat_s() -> float:
-    return float(os.environ.get(BROKER_HEARTBEAT_ENV) or DEFAULT_BROKER_HEARTBEAT_S)
-
-
-def _visibility_timeout_s() -> float:
-    return float(os.environ.get(VISIBILITY_TIMEOUT_ENV) or DEFAULT_VISIBILITY_TIMEOUT_S)
+def _seconds_from_env(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
 
 
 app = make_app()
