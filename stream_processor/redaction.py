@@ -13,6 +13,11 @@ Which query parameters count as credentials: a name (case-insensitive, after
 `passwd`, `apikey`, `_key`, `-key` or `.key` (`access_token`, `X-Amz-Security-Token`,
 `client_secret`, `hub.secret`, `api_key`). A userinfo without a colon may itself be a
 token (`https://TOKEN@host/`), so it is hidden whole; with one, the user stays.
+
+In free text a URL ends at a space or quote, and a last `.`, `,`, `:` ... is read as the
+sentence's, not the URL's (`... stream URL: reason`): a secret in free text that ends in
+such a character keeps that one character. URLs this project shows pass `safe_url`
+first, which reads them whole.
 """
 
 from __future__ import annotations
@@ -50,10 +55,12 @@ CREDENTIAL_SUFFIXES = ("token", "secret", "password", "passwd", "apikey", "_key"
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 _PORT = re.compile(r"\d*")
 # A parameter after `?`, `&`, `;` or `#`: in a URL its value runs to the next separator;
-# in free text also to a space, a quote or a bracket.
+# in free text also to a space, a quote or a bracket, and punctuation that ends it (`...:
+# reason`) is the sentence's. So is a URL's in text.
 _URL_PARAMETER = re.compile(r"(?<=[?&;#])([^=&;#?]+)=([^&;#]*)")
-_TEXT_PARAMETER = re.compile(r"(?<=[?&;#])([^=&;#?\s'\"<>()]+)=([^&;#\s'\"<>()]*)")
-_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+_TEXT_PARAMETER = re.compile(r"(?<=[?&;#])([^=&;#?\s'\"<>()]+)=((?:[^&;#\s'\"<>()]*[^&;#\s'\"<>().,:!?\]])?)")
+_MASKED = re.compile(re.escape(MASK) + r"[.,:;!?)\]]*")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]*[^\s'\"<>.,:;!?)\]]")
 # `Authorization: Basic xxx`, `Bearer xxx`: an HTTP credential quoted in a message.
 _AUTHORIZATION = re.compile(r"(?i:(authorization)(\s*[:=]\s*))?\b(Bearer|Basic)(\s+)[^\s'\",;]+")
 
@@ -119,8 +126,10 @@ def _without_password(rest: str) -> str:
 
 def _redact_parameters(text: str, parameter: re.Pattern) -> str:
     def mask(found: re.Match) -> str:
-        name = found.group(1)
-        return f"{name}={MASK}" if is_credential_name(name) else found.group()
+        name, value = found.groups()
+        if not is_credential_name(name) or _MASKED.fullmatch(value):
+            return found.group()  # (masked already: the punctuation after it is the text's)
+        return f"{name}={MASK}"
 
     return parameter.sub(mask, text)
 

@@ -127,7 +127,11 @@ def test_for_any_url_only_the_credential_values_change(case):
     assert safe_url(url) == shown
     assert secret not in safe_url(url)
     assert without_credentials(url) == identity
+    message = f"cannot open the event stream {safe_url(url)}: refused"
     assert secret not in redact_text(f"cannot open the event stream {url}: refused")
+    if url[-1] not in ".,:;!?)]":  # in free text, a URL's last punctuation is read as the sentence's
+        assert redact_text(f"cannot open the event stream {url}: refused") == message
+    assert redact_text(message) == message  # masked twice (a message, then its log line): the same
 
 
 @given(
