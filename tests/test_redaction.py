@@ -19,6 +19,7 @@ from stream_processor.redaction import (
     safe_url,
     without_credentials,
 )
+from stream_processor.sink import JsonlSink, OutputError
 
 
 @pytest.mark.parametrize(
@@ -144,3 +145,24 @@ def test_for_any_userinfo_the_password_never_shows(user, password, host):
     url = f"amqp://{user}:{secret}@{host}:5672/vhost"
     assert safe_url(url) == f"amqp://{user}:***@{host}:5672/vhost"
     assert secret not in without_credentials(url) and without_credentials(url) == f"amqp://{host}:5672/vhost"
+
+
+# -- a checkpoint an earlier version wrote, the token in its stream's URL ----------------------
+
+
+def test_an_old_checkpoint_holding_the_token_is_continued_and_its_token_never_quoted(tmp_path, caplog):
+    output = tmp_path / "out.json"
+    written = "http://127.0.0.1:5000/v2/stream/recentchange?token=S3CRET-old"
+
+    def header(url: str) -> dict:
+        return {"input": {"url": url}, "task": "stream_processor.tasks:reference", "order": "total"}
+
+    with JsonlSink(output, header(written)) as sink:  # as the version before this one stored it
+        sink.write([(0, b"{}"), (1, b"{}")])
+    with caplog.at_level(logging.WARNING), JsonlSink(output, header(without_credentials(written)), resume=True) as sink:
+        assert sink.start_offset == 2
+    assert "earlier version" in caplog.text and "S3CRET" not in caplog.text
+    with pytest.raises(OutputError) as refused:
+        JsonlSink(output, header("http://127.0.0.1:5001/v2/stream/recentchange"), resume=True)
+    assert "it was url http://127.0.0.1:5000/v2/stream/recentchange, now" in str(refused.value)
+    assert "S3CRET" not in str(refused.value)
