@@ -24,7 +24,7 @@ from stream_processor.processes import StartError
 from stream_processor.processor import RunFailed
 from stream_processor.protocol import DEFAULT_MAX_PAYLOAD, DEFAULT_SUBSCRIBE_BURST, DEFAULT_SUBSCRIBE_RATE, TOKEN_ENV
 from stream_processor.records import InputFileError
-from stream_processor.redaction import RedactingFormatter, redact_text
+from stream_processor.redaction import RedactingFormatter, redact_text, redact_tracebacks
 from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES, DEFAULT_ASYNC_MODE
 from stream_processor.serving.core import DEFAULT_HEARTBEAT_S
 from stream_processor.sink import OutputError
@@ -405,6 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+    redact_tracebacks()
     # What a user should see even without -v: where metrics are served, where a run resumes.
     logging.getLogger("stream_processor.pipeline").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _raise_terminated)

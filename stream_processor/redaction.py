@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+import threading
+import traceback
 from urllib.parse import unquote_plus
 
 MASK = "***"
@@ -145,3 +148,19 @@ class RedactingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         return redact_text(super().format(record))
+
+
+def redact_tracebacks() -> None:
+    """Tracebacks Python prints itself (an exception nobody caught, in the main thread or
+    another) go through `redact_text` too: a library's exception may quote a URL."""
+
+    def print_redacted(kind, value, trace, heading: str = "") -> None:
+        sys.stderr.write(redact_text(heading + "".join(traceback.format_exception(kind, value, trace))))
+
+    def in_thread(args: threading.ExceptHookArgs) -> None:
+        if args.exc_type is not SystemExit:  # as the default hook: a thread's exit is no error
+            name = args.thread.name if args.thread is not None else threading.get_ident()
+            print_redacted(args.exc_type, args.exc_value, args.exc_traceback, f"Exception in thread {name}:\n")
+
+    sys.excepthook = print_redacted
+    threading.excepthook = in_thread

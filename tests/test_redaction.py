@@ -4,6 +4,7 @@ shows, and everything else of the URL does, unchanged."""
 from __future__ import annotations
 
 import logging
+import subprocess
 import sys
 from urllib.parse import quote
 
@@ -166,3 +167,19 @@ def test_an_old_checkpoint_holding_the_token_is_continued_and_its_token_never_qu
         JsonlSink(output, header("http://127.0.0.1:5001/v2/stream/recentchange"), resume=True)
     assert "it was url http://127.0.0.1:5000/v2/stream/recentchange, now" in str(refused.value)
     assert "S3CRET" not in str(refused.value)
+
+
+def test_a_traceback_nobody_caught_is_printed_without_the_secret():
+    program = (
+        "import threading\n"
+        "from stream_processor.redaction import redact_tracebacks\n"
+        "redact_tracebacks()\n"
+        "def fail(): raise ConnectionError('cannot open http://h/x?token=S3CRET-thread')\n"
+        "worker = threading.Thread(target=fail, name='reader'); worker.start(); worker.join()\n"
+        "raise ValueError('bad http://user:S3CRET-main@h/')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1
+    assert "Exception in thread reader:" in run.stderr
+    assert "ConnectionError: cannot open http://h/x?token=***" in run.stderr
+    assert "ValueError: bad http://user:***@h/" in run.stderr and "S3CRET" not in run.stderr
