@@ -24,6 +24,7 @@ from stream_processor.processes import StartError
 from stream_processor.processor import RunFailed
 from stream_processor.protocol import DEFAULT_MAX_PAYLOAD, DEFAULT_SUBSCRIBE_BURST, DEFAULT_SUBSCRIBE_RATE, TOKEN_ENV
 from stream_processor.records import InputFileError
+from stream_processor.redaction import RedactingFormatter, redact_text, redact_tracebacks
 from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES, DEFAULT_ASYNC_MODE
 from stream_processor.serving.core import DEFAULT_HEARTBEAT_S
 from stream_processor.sink import OutputError
@@ -400,11 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Every line on stderr goes through redact_text: no URL's token or password, whoever logs it.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+    redact_tracebacks()
     # What a user should see even without -v: where metrics are served, where a run resumes.
     logging.getLogger("stream_processor.pipeline").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _raise_terminated)
@@ -414,10 +415,10 @@ def main(argv: list[str] | None = None) -> int:
         print("stream-processor: interrupted; the output holds every result that was in order", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (UsageError, InputFileError, PathError, OutputError, BrokerUnreachable) as exc:
-        print(f"stream-processor: {exc}", file=sys.stderr)  # fixable before the run
+        print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)  # fixable before the run
         return EXIT_USAGE
     except (ConnectionError, StartError, RunFailed) as exc:  # cannot reach or keep something running
-        print(f"stream-processor: {exc}", file=sys.stderr)
+        print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_UNEXPECTED
 
 
@@ -469,7 +470,7 @@ def _run_and_summarise(run, *run_args, **run_kwargs) -> int:
         report = run(*run_args, **run_kwargs)
     except ReportError as exc:  # the run is complete; only its report or plot could not be written
         print(summary_text(exc.report))
-        print(f"stream-processor: {exc}", file=sys.stderr)
+        print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_UNEXPECTED
     except BrokerUnreachable:
         raise

@@ -35,6 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from stream_processor.redaction import redact_text
 from stream_processor.web import RUN_PAGE, SECURITY_HEADERS, static_file
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ def _handler_for(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
         sys_version = ""
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-            log.debug("dashboard: " + format, *args)
+            log.debug("dashboard: %s", redact_text(format % args))  # a request line may hold ?token=
 
         def do_GET(self) -> None:  # noqa: N802 - the base class's name
             self._answer(body=True)

@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stream_processor.redaction import without_credentials
+
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIX = ".checkpoint"
@@ -126,6 +128,12 @@ class JsonlSink:
                 raise _no_checkpoint_error(self.path)
             return self._start_afresh()
         _check_same_run(stored, self.header, self.path)
+        if _comparable(stored.get("input")) != stored.get("input"):
+            log.warning(
+                "%s: its first line (written by an earlier version) holds the stream's URL with its "
+                "credentials; continuing, and it stays there until a run without --resume writes a new one",
+                checkpoint_path(self.path),
+            )
         self._output = _open_output(self.path, truncate=False)
         output_lines = _cut_torn_line(self._output)
         try:
@@ -303,9 +311,9 @@ def _no_checkpoint_error(output: Path) -> OutputError:
 
 def _check_same_run(stored: dict[str, Any], current: dict[str, Any], output: Path) -> None:
     differences = [
-        f"{name}: it was {_describe(stored.get(name))}, now {_describe(current.get(name))}"
+        f"{name}: it was {_describe(_comparable(stored.get(name)))}, now {_describe(current.get(name))}"
         for name in CHECKED_FIELDS
-        if stored.get(name) != current.get(name)
+        if _comparable(stored.get(name)) != current.get(name)
     ]
     if differences:
         raise OutputError(
@@ -313,6 +321,16 @@ def _check_same_run(stored: dict[str, Any], current: dict[str, Any], output: Pat
             + "; ".join(differences)
             + "). Run without --resume to start over, or choose another --output"
         )
+
+
+def _comparable(source: Any) -> Any:
+    """A stream's identity as this version writes it: its URL without credentials. An
+    earlier version stored the URL as given, a `?token=` and all: such a checkpoint is the
+    same stream, it is continued, and its header, as old as its first line, says nothing
+    of the token in any message (it stays in the file: a fresh run writes a clean one)."""
+    if isinstance(source, dict) and isinstance(source.get("url"), str):
+        return {**source, "url": without_credentials(source["url"])}
+    return source
 
 
 def _describe(value: Any) -> str:

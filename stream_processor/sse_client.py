@@ -34,6 +34,7 @@ from urllib.parse import urlencode, urlsplit
 import requests
 
 from stream_processor.client import Change, End
+from stream_processor.redaction import redact_text, safe_url
 from stream_processor.serving.sse import TOPIC, event_id
 from stream_processor.sse_parser import SseEvent, SseParser
 
@@ -61,6 +62,7 @@ class EventStreamClient:
         reconnect_delay_s: float = RECONNECT_DELAY_S,  # before the first attempt after a drop; doubles up to 2 s
     ) -> None:
         self.url = url
+        self.shown_url = safe_url(url)  # what logs and messages name: no token, no password
         self.next_offset = start_offset  # the offset the next event gets
         self.realtime = realtime
         self.speed = speed
@@ -112,15 +114,16 @@ class EventStreamClient:
                 timeout=(self.connect_timeout_s, self.read_timeout_s),
             )
         except requests.RequestException as exc:
-            raise ConnectionError(f"cannot open the event stream {self.url}: {exc}") from None
+            # requests quotes the URL it failed to open, query and all
+            raise ConnectionError(f"cannot open the event stream {self.shown_url}: {redact_text(str(exc))}") from None
         if response.status_code == 204:
             response.close()
             self.inbox.put(End(0, self.next_offset))
             return None
         if response.status_code != 200 or not response.headers.get("content-type", "").startswith("text/event-stream"):
-            self.refusal = _reason(response)
+            self.refusal = redact_text(_reason(response))
             response.close()
-            raise ConnectionError(f"cannot open the event stream {self.url}: {self.refusal}")
+            raise ConnectionError(f"cannot open the event stream {self.shown_url}: {self.refusal}")
         self._response = response
         return response
 
@@ -160,7 +163,7 @@ class EventStreamClient:
                     return  # close() cut the connection under the read, whatever that raised
                 if not isinstance(exc, requests.RequestException | OSError | ValueError):
                     raise
-                log.warning("the event stream %s dropped: %s", self.url, exc)
+                log.warning("the event stream %s dropped: %s", self.shown_url, redact_text(str(exc)))
             finally:
                 response.close()
             if self._disconnected_at is None:
@@ -178,7 +181,7 @@ class EventStreamClient:
                 continue
             self.reconnects += 1
             self._disconnected_at = None
-            log.warning("reconnected to %s; resuming after %s", self.url, self._last_id)
+            log.warning("reconnected to %s; resuming after %s", self.shown_url, self._last_id)
             return response
         return None
 
@@ -201,7 +204,7 @@ class EventStreamClient:
         elif event.event == "error" and (described := _described_line(event.data)) is not None:
             line, line_number = described
         else:
-            log.info("ignoring an event %r from %s", event.event[:40], self.url)
+            log.info("ignoring an event %r from %s", event.event[:40], self.shown_url)
             return False
         server_offset = _our_offset(event.id)
         if server_offset is not None:

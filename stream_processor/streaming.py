@@ -27,6 +27,7 @@ from stream_processor.pipeline import Pipeline, RunOptions, blank_lines_of, dash
 from stream_processor.processor import RunFailed
 from stream_processor.protocol import NAMESPACE, TOKEN_ENV
 from stream_processor.records import Record, parse_event, recording_identity
+from stream_processor.redaction import safe_url, without_credentials
 from stream_processor.replay import ReplaySchedule
 from stream_processor.serving.sse import STREAM_PATH
 from stream_processor.sources import SSE, open_source
@@ -56,7 +57,10 @@ def consume(
     """Subscribe to the replay at `url`, process every event in order; return the report.
 
     `source` names the recording in error messages (`source:LINE: ...`); default the URL.
-    `identity` says what the stream is, for --resume's check; default the URL.
+    `identity` says what the stream is, for --resume's check; default the URL without its
+    credentials (a resume may read the same stream with another token).
+    Wherever the URL is shown or stored (log, report, dashboard, checkpoint) it is
+    `safe_url(url)`: a token in its query or a password in it never leaves the process.
     `server`: the replay server this run owns, if any (its failure ends the run).
     `transport` (socket.io or sse) forces the kind of source; default: by the URL's path.
     """
@@ -64,8 +68,11 @@ def consume(
     acknowledger = _Acknowledger()
     observations = observe(options)
     with dashboard(options, observations):
-        mode = {"mode": "streaming", "input": source or url, "server": url, "realtime": bool(realtime), "speed": speed}
-        with pipeline(options, identity or {"url": url}, observations, [acknowledger], show_progress, mode) as run:
+        shown = safe_url(url)
+        source = source or shown
+        mode = {"mode": "streaming", "input": source, "server": shown, "realtime": bool(realtime), "speed": speed}
+        identity = identity or {"url": without_credentials(url)}
+        with pipeline(options, identity, observations, [acknowledger], show_progress, mode) as run:
             position = StreamPosition(options.output)
             start_offset, resume_token = run.start_offset, None
             saved = position.saved() if options.resume and run.start_offset else None
@@ -85,12 +92,12 @@ def consume(
             client.connect()
             try:
                 watch = _StillGoing(run, client, server, options.reconnect_timeout_s)
-                _feed(run, client, ReplaySchedule(speed or 1.0) if realtime else None, source or url, watch)
+                _feed(run, client, ReplaySchedule(speed or 1.0) if realtime else None, source, watch)
                 run.processor.drain()
             finally:
                 client.close()
                 position.save()
-        return run.report(url=url, reconnects=client.reconnects, **(report_extra or {}))
+        return run.report(url=shown, reconnects=client.reconnects, **(report_extra or {}))
 
 
 class _Acknowledger:
@@ -174,7 +181,7 @@ class _StillGoing:
         gone_for = self.client.disconnected_for()
         if self.reconnect_timeout_s and gone_for > self.reconnect_timeout_s:
             raise ConnectionError(
-                f"lost the connection to {self.client.url} for {gone_for:.0f} s (--reconnect-timeout "
+                f"lost the connection to {self.client.shown_url} for {gone_for:.0f} s (--reconnect-timeout "
                 f"{self.reconnect_timeout_s:g}); the output holds every line written so far, and --resume continues it"
             )
 
