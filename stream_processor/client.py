@@ -70,6 +70,7 @@ class ReplayClient:
         self.token = token
         self.batch = batch  # changes per message asked of the server (1: one `change` each)
         self.refusal: str | None = None  # why the server refused us, if it did
+        self.failure: Exception | None = None  # never set: python-socketio reconnects on every error
         self.inbox: queue.Queue[Change | End] = queue.Queue()
         self.reconnects = 0
         self._acked = start_offset

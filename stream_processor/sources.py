@@ -3,7 +3,11 @@ event stream (`EventStreamClient`), chosen by the URL's path.
 
 Both have the same interface: `connect()`, `inbox` (`Change`s, then `End`),
 `acknowledge(written_up_to, caught_up)`, `close()`, `next_offset`, `reconnects`,
-`refusal`, `resume_token(offset)`.
+`refusal`, `failure`, `resume_token(offset)`.
+
+Both hold at most a window of events past the last offset acknowledged, so memory stays
+flat however slow the run: the Socket.IO server stops sending at its window (counted from
+the client's acks), and the event-stream client stops reading its socket at `window`.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from stream_processor.client import ReplayClient
+from stream_processor.protocol import DEFAULT_WINDOW
 from stream_processor.sse_client import EventStreamClient
 
 SOCKETIO, SSE = "socket.io", "sse"
@@ -33,6 +38,7 @@ def open_source(
     resume_token: str | None = None,
     transport: str | None = None,
     reconnect_delay_s: float = 0.2,
+    window: int = DEFAULT_WINDOW,
 ) -> ReplayClient | EventStreamClient:
     """A source for `url` (not yet connected); `transport` forces one."""
     if (transport or transport_for(url)) == SSE:
@@ -44,6 +50,7 @@ def open_source(
             token=token,
             resume_token=resume_token,
             reconnect_delay_s=reconnect_delay_s,
+            window=window,
         )
     return ReplayClient(
         url, start_offset, realtime, speed, ack_every=ack_every, token=token, reconnect_delay_s=reconnect_delay_s

@@ -87,7 +87,11 @@ def consume(
                 token=token,
                 resume_token=resume_token,
                 transport=transport,
+                window=options.max_in_flight,
             )
+            # Everything before the run's start is written: the source's window counts from there,
+            # even when a live stream resumes a little back (what comes again is dropped in _feed).
+            client.acknowledge(run.start_offset, caught_up=False)
             acknowledger.client, acknowledger.position = client, position
             client.connect()
             try:
@@ -178,6 +182,8 @@ class _StillGoing:
             raise RunFailed(f"the run cannot go on: {self.run.processor.failure}")
         if self.server is not None and self.server.failure is not None:
             raise self.server.failure
+        if self.client.failure is not None:
+            raise self.client.failure
         gone_for = self.client.disconnected_for()
         if self.reconnect_timeout_s and gone_for > self.reconnect_timeout_s:
             raise ConnectionError(
