@@ -29,10 +29,12 @@ from stream_processor.protocol import NAMESPACE, TOKEN_ENV
 from stream_processor.records import Record, parse_event, recording_identity
 from stream_processor.replay import ReplaySchedule
 from stream_processor.serving.sse import STREAM_PATH
+from stream_processor.sink import beside
 from stream_processor.sources import SSE, open_source
 
 log = logging.getLogger(__name__)
 
+POSITION_SUFFIX = ".position"
 STILL_GOING_CHECK_S = 1.0  # while no event arrives, look this often for a reason to stop
 
 
@@ -128,7 +130,7 @@ class StreamPosition:
     EVERY_S = 1.0
 
     def __init__(self, output: Path) -> None:
-        self.path = output.with_name(output.name + ".position")
+        self.path = beside(output, POSITION_SUFFIX)  # beside the checkpoint, through a symlink too
         self._pending: tuple[int, str] | None = None
         self._written_at = 0.0
 
