@@ -386,6 +386,91 @@ def test_a_second_run_on_the_same_output_stops_at_once_and_the_first_finishes_in
     assert verify(recording, output).returncode == 0
 
 
+# Another name for the file `output` (in `where`), as a second run would give it: (name, cwd).
+OTHER_NAMES = {
+    "a symlink": lambda output: _linked(output, "link.json", Path.symlink_to),
+    "a hard link": lambda output: _linked(output, "hard-link.json", Path.hardlink_to),
+    "a path with ..": lambda output: (_made(output.parent / "sub") / ".." / output.name, output.parent),
+    "a relative path": lambda output: (Path(output.name), output.parent),
+}
+
+
+def _linked(output: Path, name: str, link) -> tuple[Path, Path]:
+    link(output.with_name(name), output)
+    return output.with_name(name), output.parent
+
+
+def _made(directory: Path) -> Path:
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
+def held_back_recording(path: Path) -> Path:
+    """Its first line comes back at once; the second takes 10 s, so in total order the
+    output holds exactly one line (and neither file changes) for about 10 s."""
+    events = [{"id": 0, "title": "page 0", "wait": 0}, {"id": 1, "title": "page 1", "wait": 10}]
+    return write_events(path, events + [{"id": n, "title": f"page {n}", "wait": 0.05} for n in range(2, 20)])
+
+
+@pytest.mark.parametrize(
+    "script, how",
+    [("run.py", how) for how in OTHER_NAMES] + [("run_streaming.py", "a symlink"), ("run_streaming.py", "a hard link")],
+)
+def test_a_second_run_naming_the_output_by_another_name_stops_at_once_and_touches_nothing(
+    tmp_path, broker_flag, script, how
+):
+    recording = held_back_recording(tmp_path / "in.json")
+    output = tmp_path / "out.json"
+    flags = ["--workers", "2", "--batch-max", "1", "--no-progress"] + broker_flag
+    with Background(["--input", str(recording), "--output", str(output)] + flags, tmp_path, script) as first:
+        wait_until(lambda: len(lines_of(output)) >= 1, timeout=60, message="the first run's first line")
+        name, cwd = OTHER_NAMES[how](output)
+        listing = sorted(path.name for path in tmp_path.iterdir())
+        files = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in (output, checkpoint_of(output))}
+
+        started = time.monotonic()
+        second = run_script(script, ["--input", str(recording), "--output", str(name)] + flags, cwd, timeout=60)
+
+        assert second.returncode == 2, second.stderr
+        line = one_line(second.stderr)
+        assert f"{name} is being written by another run" in line, line
+        assert time.monotonic() - started < 15
+        assert first.alive(), "the first run ended before the second stopped: nothing was tested"
+        assert len(lines_of(output)) == 1, "the first run's held-back line came early: the check below means nothing"
+        assert sorted(path.name for path in tmp_path.iterdir()) == listing  # no checkpoint, position, report
+        assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files} == files
+        code = first.wait(120)
+    assert code == 0, first.stderr
+    assert output.read_bytes() == recording.read_bytes()
+    assert verify(recording, output).returncode == 0
+    assert verify(recording, cwd / name).returncode == 0  # through the other name too
+
+
+def checkpoint_of(output: Path) -> Path:
+    return output.with_name(output.name + ".checkpoint")
+
+
+def test_a_run_and_its_resume_through_a_symlink_use_one_checkpoint_beside_the_file(tmp_path, events_12):
+    output = tmp_path / "out.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(output)
+    args = ["--input", str(events_12), "--output", str(link)] + FAST
+    run = run_script("run.py", args, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert output.read_bytes() == events_12.read_bytes()
+    assert checkpoint_of(output).exists() and not checkpoint_of(link).exists()
+    resumed = run_script("run.py", ["--input", str(events_12), "--output", str(output), "--resume"] + FAST, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert output.read_bytes() == events_12.read_bytes()
+    checked = subprocess.run(
+        [sys.executable, "-m", "stream_processor", "verify", "--order", "none", str(events_12), str(link)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr  # --order none reads the checkpoint: found through the link
+
+
 # -- 4. --resume of an output that cannot belong to the input ---------------------------------
 
 
