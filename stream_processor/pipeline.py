@@ -199,9 +199,10 @@ class ReportError(RuntimeError):
         self.report = report
 
 
-def blank_lines_of(input_path: Path) -> dict[str, int]:
-    """How many blank lines the recording holds (skipped: not events), said once, for the report."""
-    blank = count_blank_lines(input_path)
+def blank_lines_of(input_path: Path, size: int | None = None) -> dict[str, int]:
+    """How many blank lines the recording holds (in its first `size` bytes; skipped: not
+    events), said once, for the report."""
+    blank = count_blank_lines(input_path, size)
     if blank:
         log.warning("%s: skipped %d blank line%s (not events)", input_path, blank, "" if blank == 1 else "s")
     return {"blank_lines_skipped": blank}

@@ -45,6 +45,7 @@ from kombu import Queue
 
 from stream_processor.celery_executor import delete_queue
 from stream_processor.generate import generate_file
+from stream_processor.records import recording_identity
 
 FAST = ["--workers", "2", "--time-scale", "0.01", "--no-progress"]
 SCRIPTS = ["run.py", "run_streaming.py"]
@@ -469,6 +470,43 @@ def test_a_run_and_its_resume_through_a_symlink_use_one_checkpoint_beside_the_fi
         timeout=60,
     )
     assert checked.returncode == 0, checked.stderr  # --order none reads the checkpoint: found through the link
+
+
+def test_a_recording_that_grows_during_a_run_is_read_as_it_was_and_its_checkpoint_says_so(tmp_path, broker_flag):
+    events = [{"id": n, "title": f"page {n}", "wait": 0.3} for n in range(16)]
+    recording = write_events(tmp_path / "in.json", events)
+    original = recording.read_bytes()
+    as_it_was = tmp_path / "as-it-was.json"
+    as_it_was.write_bytes(original)
+    appended = "".join(json.dumps({"id": 100 + n, "title": "late", "wait": 0}) + "\n" for n in range(5))
+    output = tmp_path / "out.json"
+    # A window of 2: the run is still reading the recording when the lines are appended.
+    args = ["--input", str(recording), "--output", str(output), "--workers", "2", "--max-in-flight", "2"]
+    args += ["--batch-max", "1", "--no-progress"] + broker_flag
+    with Background(args, tmp_path) as run:
+        wait_until(lambda: len(lines_of(output)) >= 1, timeout=60, message="the run's first line")
+        with recording.open("a") as stream:
+            stream.write(appended)
+        assert run.alive() and len(lines_of(output)) < len(events), "the run read everything before the append"
+        code = run.wait(120)
+
+    assert code == 0, run.stderr
+    line = one_line(run.stderr)
+    assert str(recording) in line and "changed during the run" in line and "16 events" in line, line
+    assert output.read_bytes() == original  # exactly the recording as it was when the run started
+    header = json.loads(checkpoint_of(output).read_bytes().split(b"\n", 1)[0])
+    assert header["input"] == recording_identity(as_it_was)
+    assert verify(as_it_was, output).returncode == 0
+    grown = verify(recording, output)
+    assert grown.returncode == 1 and "input 21 events" in grown.stderr, grown.stderr
+    before = (output.read_bytes(), checkpoint_of(output).read_bytes())
+    resumed = run_script("run.py", ["--input", str(recording), "--output", str(output), "--resume"] + FAST, tmp_path)
+    assert resumed.returncode == 2, resumed.stderr  # the grown file is another recording: not mixed in
+    assert "--resume refuses" in one_line(resumed.stderr) and "input: it was" in resumed.stderr
+    assert (output.read_bytes(), checkpoint_of(output).read_bytes()) == before
+    again = run_script("run.py", ["--input", str(as_it_was), "--output", str(output), "--resume"] + FAST, tmp_path)
+    assert again.returncode == 0, again.stderr  # the recording it was made from: done, nothing to add
+    assert (output.read_bytes(), checkpoint_of(output).read_bytes()) == before
 
 
 # -- 4. --resume of an output that cannot belong to the input ---------------------------------
