@@ -30,7 +30,7 @@ from stream_processor.records import Record, parse_event, recording_identity
 from stream_processor.replay import ReplaySchedule
 from stream_processor.serving.sse import STREAM_PATH
 from stream_processor.sink import beside
-from stream_processor.sources import SSE, open_source
+from stream_processor.sources import SSE, check_url, open_source
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,14 @@ def consume(
     `server`: the replay server this run owns, if any (its failure ends the run).
     `transport` (socket.io or sse) forces the kind of source; default: by the URL's path.
     """
+    check_url(url, transport)  # a usage error in the URL: before anything starts
     options.check()
     acknowledger = _Acknowledger()
     observations = observe(options)
     with dashboard(options, observations):
         mode = {"mode": "streaming", "input": source or url, "server": url, "realtime": bool(realtime), "speed": speed}
-        with pipeline(options, identity or {"url": url}, observations, [acknowledger], show_progress, mode) as run:
+        identity = identity or {"url": url}
+        with pipeline(options, identity, observations, [acknowledger], show_progress, mode, begin=False) as run:
             position = StreamPosition(options.output)
             start_offset, resume_token = run.start_offset, None
             saved = position.saved() if options.resume and run.start_offset else None
@@ -84,7 +86,8 @@ def consume(
                 transport=transport,
             )
             acknowledger.client, acknowledger.position = client, position
-            client.connect()
+            client.connect()  # a server that refuses the request as bad (400) leaves the output as it was
+            run.begin_output()
             try:
                 watch = _StillGoing(run, client, server, options.reconnect_timeout_s)
                 _feed(run, client, ReplaySchedule(speed or 1.0) if realtime else None, source or url, watch)

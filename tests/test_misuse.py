@@ -34,6 +34,7 @@ from conftest import (
     cli_env,
     processes_with_marker,
     rabbitmq_reachable,
+    replay_server,
     run_script,
     start_cli,
     terminate,
@@ -751,6 +752,47 @@ def test_consume_gives_up_with_exit_1_when_its_server_stays_gone_past_the_reconn
     assert "Traceback" not in run.stderr
     written = lines_of(output)
     assert written == lines_of(paced_recording)[: len(written)]  # an ordered prefix --resume continues
+
+
+# (a query after the server's URL, transport, what the one line must say)
+BAD_URLS = {
+    "sse, a parameter given twice": ("/v2/stream/recentchange?since=2020-01-01T00:00:00Z&since=2021", "sse",
+                                     "since may be given once"),
+    "sse, an unknown parameter": ("/v2/stream/recentchange?wiki=enwiki", "sse", "unknown query parameters"),
+    "socket.io, a parameter given twice": ("/rc?token=a&token=b", "socket.io", "token may be given once"),
+    "socket.io, a parameter it would ignore": ("?since=1&since=2", "socket.io", "takes no query parameters"),
+    "socket.io, no scheme": (None, "socket.io", "not a URL"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_URLS))
+def test_a_usage_error_in_the_url_is_exit_2_and_one_line_and_the_output_untouched(tmp_path, finished, case):
+    recording, output, checkpoint = place_finished_output(finished, tmp_path)
+    before = (output.read_bytes(), checkpoint.read_bytes())
+    query, transport, says = BAD_URLS[case]
+    with replay_server(recording) as (server, _):
+        url = server.removeprefix("http://") if query is None else server + query
+        args = ["--url", url, "--transport", transport, "--output", str(output)] + FAST
+        run = run_script("socket_client.py", args, tmp_path, timeout=60)
+    assert run.returncode == 2, run.stderr
+    line = one_line(run.stderr)
+    assert line.startswith(f"stream-processor: --url {url}: ") and says in line, line
+    assert (output.read_bytes(), checkpoint.read_bytes()) == before
+
+
+@pytest.mark.parametrize("transport", ["sse", "socket.io"])
+def test_an_unreachable_server_stays_exit_1_and_leaves_the_output_as_it_was(tmp_path, finished, transport):
+    recording, output, checkpoint = place_finished_output(finished, tmp_path)
+    before = (output.read_bytes(), checkpoint.read_bytes())
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}" + ("/v2/stream/recentchange" if transport == "sse" else "")
+    args = ["--url", url, "--transport", transport, "--output", str(output), "--reconnect-timeout", "2"] + FAST
+    run = run_script("socket_client.py", args, tmp_path, timeout=90)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and f"127.0.0.1:{port}" in run.stderr.strip().splitlines()[-1]
+    assert (output.read_bytes(), checkpoint.read_bytes()) == before  # not replaced by a run that never began
 
 
 # -- 7. deeply nested JSON ---------------------------------------------------------------------
