@@ -2,8 +2,9 @@
 
 Each subcommand calls one function elsewhere. Exit codes: 0 all events done; 3 output
 complete but some events hold error records; 2 a problem the user can fix before the
-run (a flag, a path, an unreadable recording, an unreachable broker); 1 a failure
-during the run, said in one sentence; 130 interrupted.
+run (a flag, a path, an unreadable recording, an unreachable broker, a --url the client
+cannot use or the server refuses as bad); 1 a failure during the run, said in one
+sentence; 130 interrupted.
 """
 
 from __future__ import annotations

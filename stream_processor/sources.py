@@ -12,15 +12,50 @@ the client's acks), and the event-stream client stops reading its socket at `win
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from stream_processor.client import ReplayClient
 from stream_processor.protocol import DEFAULT_WINDOW
-from stream_processor.sse_client import EventStreamClient
+from stream_processor.redaction import safe_url
+from stream_processor.sse_client import EventStreamClient, SourceRequestError
 
 SOCKETIO, SSE = "socket.io", "sse"
 TRANSPORTS = (SOCKETIO, SSE)
 SSE_PATH_PREFIX = "/v2/stream/"  # EventStreams' and this project's event streams
+SCHEMES = {SOCKETIO: ("http", "https", "ws", "wss"), SSE: ("http", "https")}
+
+__all__ = ["SOCKETIO", "SSE", "TRANSPORTS", "SourceRequestError", "check_url", "open_source", "transport_for"]
+
+
+def check_url(url: str, transport: str | None = None) -> None:
+    """Raise SourceRequestError (a usage error: exit 2) for a `--url` that cannot work as
+    written, before anything starts. What an event stream's query means is its server's to
+    say (ours answers 400, which `connect()` turns into the same error); a Socket.IO replay
+    takes its subscription after connecting, so any query parameter but one `token` would be
+    ignored silently: refused here instead."""
+    transport = transport or transport_for(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number, or out of range
+    except ValueError as exc:
+        raise SourceRequestError(f"--url {safe_url(url)}: {exc}") from None
+    schemes = SCHEMES[transport]
+    if parts.scheme not in schemes or not parts.hostname:
+        starts = " or ".join(scheme + "://" for scheme in schemes)
+        raise SourceRequestError(
+            f"--url {safe_url(url)}: not a URL a {transport} client can open (it starts {starts} and names a host)"
+        )
+    if transport != SOCKETIO:
+        return
+    query = parse_qs(parts.query, keep_blank_values=True)
+    ignored = sorted(set(query) - {"token"})
+    if ignored:
+        raise SourceRequestError(
+            f"--url {safe_url(url)}: a Socket.IO replay takes no query parameters but token (its subscription is sent "
+            f"after connecting), not {', '.join(ignored)}; for an event stream use {SSE_PATH_PREFIX}recentchange?..."
+        )
+    if len(query.get("token", [])) > 1:
+        raise SourceRequestError(f"--url {safe_url(url)}: token may be given once")
 
 
 def transport_for(url: str) -> str:

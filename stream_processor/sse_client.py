@@ -52,6 +52,11 @@ RECONNECT_DELAY_MAX_S = 2.0
 READ_BYTES = 64 * 1024  # at most this much of a chunk at a time: a huge HTTP chunk is not read whole
 
 
+class SourceRequestError(ValueError):
+    """The server (or the client, before asking) refuses the request as written: a usage
+    error in `--url` (exit 2), not a server that cannot be reached."""
+
+
 class EventStreamClient:
     """Receives an event stream as `Change`s (and a final `End`) on `self.inbox`."""
 
@@ -99,8 +104,9 @@ class EventStreamClient:
     # -- connection ----------------------------------------------------------------------
 
     def connect(self) -> None:
-        """Open the stream (raising ConnectionError, saying why, if that fails), then read it on a thread."""
-        response = self._open()
+        """Open the stream (raising ConnectionError, saying why, if that fails; SourceRequestError
+        if the server answers 400: the request as written is wrong), then read it on a thread."""
+        response = self._open(first=True)
         if response is None:
             return
         self._thread = threading.Thread(target=self._run, args=(response,), name="event-stream", daemon=True)
@@ -117,8 +123,10 @@ class EventStreamClient:
             self._thread.join(timeout=5)
         self._session.close()
 
-    def _open(self) -> requests.Response | None:
-        """The stream's response, or None when the server says nothing is left (204): then `End`."""
+    def _open(self, first: bool = False) -> requests.Response | None:
+        """The stream's response, or None when the server says nothing is left (204): then `End`.
+        A 400 on the `first` open is the request's fault (SourceRequestError); later, while
+        reconnecting, it is one more failed attempt."""
         try:
             response = self._session.get(
                 self._stream_url(),
@@ -136,6 +144,12 @@ class EventStreamClient:
         if response.status_code != 200 or not response.headers.get("content-type", "").startswith("text/event-stream"):
             self.refusal = redact_text(_reason(response))
             response.close()
+            if first and response.status_code == 400:
+                asked = self._stream_url()
+                also = f" (asked as {safe_url(asked)}, with --realtime/--speed)" if asked != self.url else ""
+                raise SourceRequestError(
+                    f"--url {self.shown_url}: the server refuses the request{also}: {self.refusal}"
+                )
             raise ConnectionError(f"cannot open the event stream {self.shown_url}: {self.refusal}")
         self._response = response
         return response
@@ -172,7 +186,7 @@ class EventStreamClient:
                 if self._read(response):
                     return  # `end`, or close()
             except EventTooLarge as exc:  # it would come again after a reconnect: give up, saying why
-                self.failure = ConnectionError(f"cannot read the event stream {self.url} on: {exc}")
+                self.failure = ConnectionError(f"cannot read the event stream {self.shown_url} on: {exc}")
                 log.error("%s", self.failure)
                 return
             except Exception as exc:

@@ -30,10 +30,12 @@ from stream_processor.records import Record, parse_event, recording_identity
 from stream_processor.redaction import safe_url, without_credentials
 from stream_processor.replay import ReplaySchedule
 from stream_processor.serving.sse import STREAM_PATH
-from stream_processor.sources import SSE, open_source
+from stream_processor.sink import beside
+from stream_processor.sources import SSE, check_url, open_source
 
 log = logging.getLogger(__name__)
 
+POSITION_SUFFIX = ".position"
 STILL_GOING_CHECK_S = 1.0  # while no event arrives, look this often for a reason to stop
 
 
@@ -64,6 +66,7 @@ def consume(
     `server`: the replay server this run owns, if any (its failure ends the run).
     `transport` (socket.io or sse) forces the kind of source; default: by the URL's path.
     """
+    check_url(url, transport)  # a usage error in the URL: before anything starts
     options.check()
     acknowledger = _Acknowledger()
     observations = observe(options)
@@ -72,7 +75,7 @@ def consume(
         source = source or shown
         mode = {"mode": "streaming", "input": source, "server": shown, "realtime": bool(realtime), "speed": speed}
         identity = identity or {"url": without_credentials(url)}
-        with pipeline(options, identity, observations, [acknowledger], show_progress, mode) as run:
+        with pipeline(options, identity, observations, [acknowledger], show_progress, mode, begin=False) as run:
             position = StreamPosition(options.output)
             start_offset, resume_token = run.start_offset, None
             saved = position.saved() if options.resume and run.start_offset else None
@@ -93,7 +96,8 @@ def consume(
             # even when a live stream resumes a little back (what comes again is dropped in _feed).
             client.acknowledge(run.start_offset, caught_up=False)
             acknowledger.client, acknowledger.position = client, position
-            client.connect()
+            client.connect()  # a server that refuses the request as bad (400) leaves the output as it was
+            run.begin_output()
             try:
                 watch = _StillGoing(run, client, server, options.reconnect_timeout_s)
                 _feed(run, client, ReplaySchedule(speed or 1.0) if realtime else None, source, watch)
@@ -139,7 +143,7 @@ class StreamPosition:
     EVERY_S = 1.0
 
     def __init__(self, output: Path) -> None:
-        self.path = output.with_name(output.name + ".position")
+        self.path = beside(output, POSITION_SUFFIX)  # beside the checkpoint, through a symlink too
         self._pending: tuple[int, str] | None = None
         self._written_at = 0.0
 
