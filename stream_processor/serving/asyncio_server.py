@@ -163,8 +163,9 @@ class AsyncioReplayServer:
             return  # lifespan is off; nothing else is expected
         request = _http_request(scope)
         if request.path.startswith("/socket.io/"):
-            refused = http_endpoints.host_refusal(self.core.settings, request)  # before engine.io sees it
-            if refused is None:
+            upgrade = scope["type"] == "websocket"  # uvicorn makes a websocket scope of a valid upgrade only
+            refused = http_endpoints.socketio_refusal(self.core.settings, request, upgrade)
+            if refused is None:  # else engine.io never sees it
                 await self._socketio(scope, receive, send)
             elif scope["type"] == "websocket":
                 await send({"type": "websocket.close", "code": 1008})  # uvicorn answers the upgrade 403

@@ -160,8 +160,8 @@ class EventletReplayServer:
     def _answer(self, environ: dict, start_response) -> Iterable[bytes]:
         request = _http_request(environ)
         if request.path.startswith("/socket.io/"):
-            refused = http_endpoints.host_refusal(self.core.settings, request)  # before engine.io sees it
-            if refused is not None:
+            refused = http_endpoints.socketio_refusal(self.core.settings, request, _is_upgrade(request))
+            if refused is not None:  # engine.io never sees it
                 return _respond(environ, start_response, refused)
             return self._socketio(environ, start_response)
         answer = http_endpoints.handle(self.core, request, GreenWaker)
@@ -263,6 +263,12 @@ class _ConnectionPool(eventlet.GreenPool):
 def _respond(environ: dict, start_response, answer: HttpResponse, exc_info: Any = None) -> list[bytes]:
     start_response(answer.status_line, [*answer.headers, ("content-length", str(len(answer.body)))], exc_info)
     return [] if environ.get("REQUEST_METHOD") == "HEAD" else [answer.body]
+
+
+def _is_upgrade(request: HttpRequest) -> bool:
+    """A websocket upgrade, as eventlet's websocket handler tells one."""
+    connection = [token.strip() for token in request.headers.get("connection", "").lower().split(",")]
+    return "upgrade" in connection and request.headers.get("upgrade", "").lower() == "websocket"
 
 
 def _http_request(environ: dict) -> HttpRequest:

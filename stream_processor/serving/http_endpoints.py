@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 from stream_processor.serving import sse
 from stream_processor.serving.access import host_allowed, host_name, offered_token, origin_allowed, token_accepted
@@ -80,6 +81,19 @@ def host_refusal(settings: ServerSettings, request: HttpRequest) -> HttpResponse
         return error_response(
             403, f"this server does not answer to host {host!r:.100}; name it with --allowed-host (DNS rebinding)"
         )
+    return None
+
+
+def socketio_refusal(settings: ServerSettings, request: HttpRequest, upgrade: bool) -> HttpResponse | None:
+    """What a shell answers to a Socket.IO request before engine.io sees it, if anything: a
+    foreign Host (as everywhere), and `transport=websocket` on a request that is not a
+    websocket upgrade (`upgrade`: the shell's judgement), which engine.io answers with its
+    polling packets as the WSGI body (eventlet then fails: a 500) or with nothing (uvicorn: a 500)."""
+    if (refused := host_refusal(settings, request)) is not None:
+        return refused
+    transport = parse_qs(request.query_string).get("transport", ["polling"])[0]  # as engine.io reads it
+    if transport == "websocket" and not upgrade:
+        return error_response(400, "transport=websocket needs a websocket upgrade (Connection: Upgrade)")
     return None
 
 
