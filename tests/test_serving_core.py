@@ -267,7 +267,8 @@ def test_named_hosts_and_the_bound_address_are_allowed_and_a_wildcard_bind_allow
     assert host_allowed("example.org", ("example.org",)) and host_allowed("Example.ORG.:8080", ("example.org",))
     assert not host_allowed("www.example.org", ("example.org",))
     assert host_allowed("192.168.1.5:5000", ("192.168.1.5",)) and not host_allowed("192.168.1.6", ("192.168.1.5",))
-    assert host_allowed("[2001:db8::1]:80", ("2001:db8:0::1",))
+    assert host_allowed("[2001:db8::1]:80", ("2001:db8:0::1",)) and host_allowed("[2001:db8::1]", ("[2001:db8::1]",))
+    assert host_allowed("example.org", ("example.org:5000",))  # a port in an entry does not count
     assert host_allowed("192.168.1.6:5000", ("0.0.0.0",)) and host_allowed("[2001:db8::1]", ("::",))
     assert not host_allowed("evil.com", ("0.0.0.0",))  # a name still has to be listed
     assert host_allowed("evil.com", ("*",)) and not host_allowed("127.0.0.1,evil.com", ("*",))

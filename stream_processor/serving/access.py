@@ -73,7 +73,7 @@ def host_allowed(host_header: str | None, allowed: Iterable[str] = ()) -> bool:
     address = _address(name)
     if address is not None and address.is_loopback:
         return True
-    entries = {_normal(entry) for entry in allowed}
+    entries = {host_name(entry) or _normal(entry) for entry in allowed}  # an entry may carry a port: ignored
     if ANY_HOST in entries or name in entries:
         return True
     return address is not None and any(_unspecified(entry) for entry in entries)
