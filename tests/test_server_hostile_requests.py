@@ -2,8 +2,8 @@
 a request carries in its query, its headers, its method or its path, the answer is never a
 5xx and never shows a traceback. Requests go out as raw bytes (http.client refuses odd
 header values); each asks for `Connection: close`, and its answer is read to the end (an
-event stream only to its first event). And, in process, each shell's last line of
-defence: a request whose answer raises (a bug) gets a JSON error, its traceback the log.
+event stream only to its first event). And each shell's last line of defence: a request
+whose answer raises (a bug planted for the test) gets a JSON error, its traceback the log.
 
 Not fuzzed: `Content-Length` and `Transfer-Encoding` (the HTTP parser's framing, whose
 errors are the parser's 400s and 501s), and `Connection` (we need the server to close).
@@ -11,18 +11,18 @@ errors are the parser's 400s and 501s), and `Connection` (we need the server to 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
+import subprocess
+import sys
+import uuid
 from urllib.parse import quote
 
 import pytest
-from conftest import RawAnswer, raw_http, replay_server
+from conftest import RawAnswer, cli_env, raw_http, replay_server, terminate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_processor.serving import ASYNC_MODES, create_server, http_endpoints
-from stream_processor.serving.core import ServerSettings
+from stream_processor.serving import ASYNC_MODES
 from stream_processor.serving.sse import QUERY_FIELDS, STREAM_PATH
 
 SOCKETIO_PATH = "/socket.io/"
@@ -227,43 +227,47 @@ def test_hostile_methods_paths_and_headers_never_get_a_5xx_or_a_traceback(server
     assert_answered_without_failing(answer, request)
 
 
-# -- the last line of defence, in process -----------------------------------------------------
+# -- the last line of defence ----------------------------------------------------------------
 
+# `serve`, with a bug planted: answering /boom raises.
+SERVER_WITH_A_BUG = """
+import sys
+from stream_processor.cli import main
+from stream_processor.serving import http_endpoints
 
-def failing_handle(*_args):
-    raise ZeroDivisionError("a bug in answering")
+handle = http_endpoints.handle
 
+def failing_handle(core, request, new_waker):
+    if request.path == "/boom":
+        raise ZeroDivisionError("a bug in answering")
+    return handle(core, request, new_waker)
 
-def answer_in_process(server, mode: str, path: str) -> tuple[int, bytes]:
-    """One GET through a shell's own entry point (WSGI or ASGI), no socket: its status and body."""
-    if mode == "eventlet":
-        environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "HTTP_HOST": "127.0.0.1"}
-        started = []
-        body = b"".join(server.wsgi_app(environ, lambda status, headers, exc_info=None: started.append(status)))
-        return int(started[-1].split()[0]), body
-    sent = []
-
-    async def send(message):
-        sent.append(message)
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": [(b"host", b"127.0.0.1")]}
-    asyncio.run(server.asgi_app(scope, receive, send))
-    return sent[0]["status"], b"".join(message.get("body", b"") for message in sent[1:])
+http_endpoints.handle = failing_handle
+sys.exit(main(["serve", *sys.argv[1:]]))
+"""
 
 
 @pytest.mark.parametrize("mode", ASYNC_MODES)
-def test_a_request_that_raises_is_logged_and_answered_with_a_json_error_and_no_traceback(
-    small_recording, monkeypatch, caplog, mode
-):
-    server = create_server(small_recording, ServerSettings(async_mode=mode))
-    assert answer_in_process(server, mode, "/status")[0] == 200
-    monkeypatch.setattr(http_endpoints, "handle", failing_handle)
-    with caplog.at_level(logging.ERROR):
-        status, body = answer_in_process(server, mode, "/status")
-    assert status == 500
-    assert json.loads(body) == {"error": "the server failed to answer this request; its log says why"}
-    assert b"ZeroDivisionError" not in body and b"Traceback" not in body
-    assert "ZeroDivisionError: a bug in answering" in caplog.text  # the traceback is in the log
+def test_a_request_that_raises_is_answered_with_a_json_error_and_its_traceback_goes_to_the_log(small_recording, mode):
+    marker = uuid.uuid4().hex
+    command = [sys.executable, "-c", SERVER_WITH_A_BUG, "--input", str(small_recording), "--port", "0"]
+    process = subprocess.Popen(
+        [*command, "--async-mode", mode], env=cli_env(marker), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        line = process.stdout.readline().decode()
+        assert line.startswith("serving "), line
+        port = int(line.split()[1].removesuffix("/rc").rsplit(":", 1)[1])
+        request = f"GET /boom HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n".encode()
+        failed = raw_http(port, request)
+        still_up = raw_http(port, request.replace(b"/boom", b"/status"))
+    finally:
+        terminate(process, marker, timeout=10)
+        log = process.stderr.read().decode()
+        process.stdout.close()
+        process.stderr.close()
+    assert failed.status == 500
+    assert json.loads(failed.body) == {"error": "the server failed to answer this request; its log says why"}
+    assert b"ZeroDivisionError" not in failed.body and b"Traceback" not in failed.body
+    assert "Traceback" in log and "ZeroDivisionError: a bug in answering" in log  # the traceback is in the log
+    assert still_up.status == 200
