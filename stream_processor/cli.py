@@ -335,6 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow browsers from this origin, e.g. https://example.org (repeatable; default: same origin only)",
     )
     serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer requests naming this host (Host header), e.g. example.org; repeatable, '*' for any. "
+        "Always allowed: localhost, loopback addresses and the --host address (for 0.0.0.0 or ::, any IP address); "
+        "other names get 403, so a web page cannot reach the server through DNS rebinding",
+    )
+    serve.add_argument(
         "--max-payload",
         type=_positive_int,
         default=DEFAULT_MAX_PAYLOAD,
@@ -529,6 +538,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         window=args.window,
         token=args.token,
         cors_origins=tuple(args.cors_origin),
+        allowed_hosts=(*args.allowed_host, args.host),  # the address it binds names it too
         max_payload=args.max_payload,
         subscribe_burst=args.subscribe_burst,
         subscribe_rate=args.subscribe_rate,
