@@ -47,6 +47,7 @@ from kombu import Queue
 from stream_processor.celery_executor import delete_queue
 from stream_processor.generate import generate_file
 from stream_processor.records import recording_identity
+from stream_processor.redaction import safe_url
 
 FAST = ["--workers", "2", "--time-scale", "0.01", "--no-progress"]
 SCRIPTS = ["run.py", "run_streaming.py"]
@@ -776,7 +777,7 @@ def test_a_usage_error_in_the_url_is_exit_2_and_one_line_and_the_output_untouche
         run = run_script("socket_client.py", args, tmp_path, timeout=60)
     assert run.returncode == 2, run.stderr
     line = one_line(run.stderr)
-    assert line.startswith(f"stream-processor: --url {url}: ") and says in line, line
+    assert line.startswith(f"stream-processor: --url {safe_url(url)}: ") and says in line, line  # no token shown
     assert (output.read_bytes(), checkpoint.read_bytes()) == before
 
 
