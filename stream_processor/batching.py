@@ -13,6 +13,9 @@ nothing; for events that take microseconds it is everything. So:
 - a full batch leaves at once; a smaller one leaves at once if a worker is idle (fewer
   batches out than workers), else it waits for a worker to free up, but never longer
   than `linger_s` after its oldest event became ready;
+- when one event of a batch runs `HANDBACK_FACTOR` times as long as the whole batch was
+  expected to take (and at least `HANDBACK_MIN_S`), the worker hands back the events it
+  has not started, and they go to free workers (see batch_run.py);
 - at most `outstanding_per_worker` batches per worker are out at a time (one until run
   times are known), so the events behind them stay here, where they can still join a
   bigger batch. In key mode, once events are long, one: a task queued at the broker
@@ -39,6 +42,8 @@ MAX_HANDOFF_S = 0.1  # a longer gap is not Celery's cost but something else (a s
 SLOW_START_GROWTH = 4  # a batch may be this many times the biggest one that has come back
 LONG_EVENT_HANDOFFS = 100  # an event this many handoffs long hardly notices a round trip between tasks
 ASSUMED_HANDOFF_S = 0.003  # Celery's usual handoff on a quiet machine, until one is measured
+HANDBACK_FACTOR = 2  # an event that runs twice as long as its whole batch should take has overrun
+HANDBACK_MIN_S = 0.05  # never sooner: on a busy machine a short event can take a few ms more
 
 
 @dataclass
@@ -94,6 +99,14 @@ class BatchPolicy:
             fitting = round(self.batch_target_s / mean_run_s)
         # Slow start: an estimate from a few events can be far off; sizes grow per round trip.
         return max(1, min(self.batch_max, fitting, SLOW_START_GROWTH * self.largest_done))
+
+    def handback_after_s(self, events: int, running_s: float = 0.0) -> float | None:
+        """How long one event of a batch of `events` may run before the worker hands back
+        the rest (None for a single event: nothing to hand back)."""
+        if events <= 1:
+            return None
+        expected_s = events * max(self.mean_run_s or 0.0, running_s)
+        return max(HANDBACK_MIN_S, HANDBACK_FACTOR * expected_s)
 
     def observe_batch(self, events: int) -> None:
         """A batch of `events` came back."""

@@ -60,6 +60,9 @@ class CoreState:
     handoff_s: float | None
     duplicates_dropped: int = 0  # completions for offsets already done (the core drops them)
     late_replies_dropped: int = 0  # replies for a task already answered (the executor drops them)
+    replies: int = 0  # messages back for batches: reports while they run, and final replies
+    results_back: int = 0  # events those told of for the first time
+    handed_back: int = 0  # events workers gave back unstarted, when one of their batch overran
 
 
 @dataclass

@@ -16,6 +16,7 @@ window. Bad input never reaches the executor: its error record completes in plac
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import logging
 import queue
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 
 from stream_processor.batching import BatchPolicy
 from stream_processor.execution import DONE, FAILED, SKIPPED, TIMED_OUT
-from stream_processor.executor import LOST, Completion, EventTask, Executor
+from stream_processor.executor import LOST, Batch, Completion, EventTask, Executor, Reply
 from stream_processor.observations import CoreState, HeadOfLine
 from stream_processor.ordering import KEY, OrderMode
 from stream_processor.records import Record
@@ -70,12 +71,13 @@ def error_record(offset: int, message: str, event_id: Any = NO_ID) -> dict[str, 
     return record
 
 
-QUEUED, RUNNING, RETRYING, WAITING_FOR_KEY, DONE_WAITING = (
+QUEUED, RUNNING, RETRYING, WAITING_FOR_KEY, DONE_WAITING, HANDED_BACK = (
     "queued",
     "running",
     "retrying",
     "waiting for its key",
     "done, waiting for its turn",
+    "handed back, queued again",
 )
 
 
@@ -88,6 +90,15 @@ class _Entry:
     read_at: float
     attempts: int = 0  # runs that failed or died so far
     state: str = QUEUED  # what it waits for, for the head of the line
+
+
+@dataclass(slots=True)
+class _BatchOut:
+    """A batch sent and not yet over: when it left, its offsets, and those not yet back."""
+
+    sent_at: float
+    offsets: tuple[int, ...]
+    waiting: set[int]
 
 
 class StreamProcessor:
@@ -135,7 +146,8 @@ class StreamProcessor:
         self._ready: list[int] = []  # heap: the events that may start, lowest offset first
         self._ready_since: dict[int, float] = {}
         self._ready_times: deque[tuple[float, int]] = deque()  # (since, offset), oldest first, for the linger
-        self._sent_at: dict[int, float] = {}  # first offset of each batch out -> when it was sent
+        self._batch_ids = itertools.count()
+        self._out: dict[int, _BatchOut] = {}  # batch id -> the batch, until its final reply
         self._alone: deque[int] = deque()  # retries and events of a lost batch: one per batch
         self._retry_at: list[tuple[float, int]] = []  # heap of (due, offset)
         self._to_write: list[tuple[int, tuple[bytes, bool]]] = []
@@ -146,11 +158,14 @@ class StreamProcessor:
         self.written = 0
         self.errors = 0
         self.duplicates_dropped = 0  # completions for an offset already done: never written twice
+        self.replies = 0  # messages back for batches out: reports while they run, and final replies
+        self.results_back = 0  # events those told of for the first time
+        self.handed_back = 0  # events workers gave back unstarted
 
     # -- called from any thread ----------------------------------------------------------
 
     def start(self) -> StreamProcessor:
-        self.executor.start(lambda completions: self._mailbox.put(("completed", completions)))
+        self.executor.start(lambda reply: self._mailbox.put(("replied", reply)))
         self._thread = threading.Thread(target=self._run, name="run-owner", daemon=True)
         self._thread.start()
         return self
@@ -247,8 +262,8 @@ class StreamProcessor:
         kind = message[0]
         if kind == "read":
             self._admit(*message[1:])
-        elif kind == "completed":
-            self._on_completions(message[1])
+        elif kind == "replied":
+            self._on_reply(message[1])
         elif kind == "drain":
             self._drain_waiters.append(message[1])
         elif kind == "fail":
@@ -311,14 +326,14 @@ class StreamProcessor:
             size = self.batching.next_batch(len(self._ready), waited, self.batches_out, workers, running_s)
             if not size:
                 return
-            self._send(self._take_batch(size))
+            self._send(self._take_batch(size), running_s)
 
     def _out_per_event_s(self, now: float) -> float:
         """A floor for the mean run time from the batches still out (the batch policy's
         `running_s`): the time they have run so far, over the events measured so far.
         Short events come back first; early in a run this says that the many still out
         are long (a "total time on test" estimate), and later it fades."""
-        running = sum(now - sent_at for sent_at in self._sent_at.values())  # a few per worker
+        running = sum(now - out.sent_at for out in self._out.values())  # a few per worker
         return running / max(1, self.batching.events_measured)
 
     def _take_batch(self, size: int) -> list[tuple[int, int]]:
@@ -335,18 +350,20 @@ class StreamProcessor:
                 offset = following
         return batch
 
-    def _send(self, batch: list[tuple[int, int]]) -> None:
+    def _send(self, batch: list[tuple[int, int]], running_s: float = 0.0) -> None:
         tasks = []
         for offset, follows in batch:
             entry = self._entries[offset]
             entry.state = RUNNING
             tasks.append(EventTask(offset, entry.raw.decode("utf-8"), follows))
-        self.executor.submit(tasks)
+        batch_id = next(self._batch_ids)
+        self.executor.submit(Batch(batch_id, tasks, self.batching.handback_after_s(len(tasks), running_s)))
         now = self.clock()
         if not self.batches_out:
             self._progress_at = now
         self.batches_out += 1
-        self._sent_at[batch[0][0]] = now
+        offsets = tuple(offset for offset, _ in batch)
+        self._out[batch_id] = _BatchOut(now, offsets, set(offsets))
 
     def _send_due_retries(self) -> None:
         now = self.clock()
@@ -368,18 +385,40 @@ class StreamProcessor:
 
     # -- completions -----------------------------------------------------------------
 
-    def _on_completions(self, completions: list[Completion]) -> None:
-        if not any(self._is_running(completion.offset) for completion in completions):
-            # A repeat of a batch already counted (at-least-once engines: a redelivery, a host back late).
-            self.duplicates_dropped += sum(self._is_done(completion.offset) for completion in completions)
+    def _on_reply(self, reply: Reply) -> None:
+        out = self._out.get(reply.batch_id)
+        if out is None:
+            # A repeat of a batch already over (at-least-once engines: a redelivery, a host back late).
+            self.duplicates_dropped += sum(self._is_done(completion.offset) for completion in reply.completions)
             return
+        self._progress_at = self.clock()
+        self.replies += 1
+        # What this batch has not told us yet: a final reply repeats what reports carried.
+        completions = [completion for completion in reply.completions if completion.offset in out.waiting]
+        out.waiting.difference_update(completion.offset for completion in completions)
+        handed_back = [offset for offset in reply.handed_back if offset in out.waiting]
+        out.waiting.difference_update(handed_back)
+        self.results_back += len(completions)
+        self.handed_back += len(handed_back)
+        if completions:
+            self._on_completions(completions, len(out.offsets))
+        if handed_back:
+            self._hand_back(handed_back, alone=reply.redelivered)
+        if reply.final:
+            self._batch_over(reply, out)
+
+    def _batch_over(self, reply: Reply, out: _BatchOut) -> None:
+        del self._out[reply.batch_id]
         self.batches_out -= 1
-        for completion in completions:
-            self._sent_at.pop(completion.offset, None)  # the batch's first offset is its key
-        self._progress_at = now = self.clock()
-        self.batching.observe_batch(len(completions))
-        if completions and completions[0].handoff_s is not None:
-            self.batching.observe_handoff(completions[0].handoff_s)
+        self.batching.observe_batch(len(out.offsets))
+        if reply.completions and reply.completions[0].handoff_s is not None:
+            self.batching.observe_handoff(reply.completions[0].handoff_s)
+        if out.waiting:  # a final reply that does not account for some: they did not run
+            log.warning("a batch's reply said nothing of offsets %s; they run again", sorted(out.waiting))
+            self._hand_back(sorted(out.waiting), alone=True)
+
+    def _on_completions(self, completions: list[Completion], batch_size: int) -> None:
+        now = self.clock()
         for hook in self._completion_hooks:
             hook(completions)
         for completion in completions:
@@ -394,12 +433,26 @@ class StreamProcessor:
                 continue
             if completion.kind != DONE and not self._is_running(completion.offset):
                 continue  # a repeated failure or loss: it must not use up another attempt
-            if completion.kind == SKIPPED or (completion.kind == LOST and len(completions) > 1):
+            if completion.kind == SKIPPED or (completion.kind == LOST and batch_size > 1):
                 did_not_run.append(completion.offset)
             else:
                 self._complete(completion)
         if did_not_run:
             self._put_back(did_not_run)
+
+    def _hand_back(self, offsets: list[int], alone: bool) -> None:
+        """Events a worker gave back unstarted: they go to the next free worker (alone,
+        after a lost worker: one of them may be what killed it)."""
+        running = [offset for offset in offsets if self._is_running(offset)]
+        if alone:
+            self._put_back(running)
+            return
+        startable = self._order.put_back(running)
+        for offset in running:
+            self._entries[offset].state = WAITING_FOR_KEY
+        for offset in startable:
+            self._make_ready(offset)
+            self._entries[offset].state = HANDED_BACK
 
     def _is_done(self, offset: int) -> bool:
         """Written, or done and waiting for its turn (not a stray offset never admitted)."""
@@ -498,6 +551,9 @@ class StreamProcessor:
             handoff_s=self.batching.handoff_s,
             duplicates_dropped=self.duplicates_dropped,
             late_replies_dropped=getattr(self.executor, "late_replies_dropped", 0),
+            replies=self.replies,
+            results_back=self.results_back,
+            handed_back=self.handed_back,
         )
         for hook in self._state_hooks:
             hook(state)
