@@ -8,7 +8,10 @@ other. So while a batch runs:
   when the whole batch ends;
 - when one event runs past `handback_after_s` (the run's estimate of what is "well
   past" what the batch should take) the events not yet started are handed back: the
-  run sends them to free workers at once, instead of behind the slow one.
+  run sends them to free workers at once, instead of behind the slow one;
+- an event that runs past `ANNOUNCE_AFTER_S` is named as running, so the run can say
+  which event each worker is on and what really holds the line (short ones are not:
+  their outcome is news enough).
 
 `BatchRun` is the state both sides of that share, under one lock: the runner asks it
 which event to start next, and a monitor asks it what is due. The lock orders a start
@@ -36,14 +39,17 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 REPORT_AFTER_S = 0.005  # an ended event's outcome waits at most this long for others to share its message
+ANNOUNCE_AFTER_S = 0.25  # an event running this long is named as running (the live page's worker rows)
 
 
 @dataclass(frozen=True, slots=True)
 class Report:
-    """What a running batch sends back now: outcomes by index, and indexes handed back."""
+    """What a running batch sends back now: outcomes by index, indexes handed back, and the
+    event running (its index and for how long), if one is."""
 
     outcomes: dict[int, Any]
     handed_back: tuple[int, ...] = ()
+    running: tuple[int, float] | None = None
 
 
 class BatchRun:
@@ -56,10 +62,12 @@ class BatchRun:
         handback_after_s: float | None = None,
         report_after_s: float = REPORT_AFTER_S,
         clock: Callable[[], float] = time.monotonic,
+        announce_after_s: float = ANNOUNCE_AFTER_S,
     ) -> None:
         self.size = size
         self.handback_after_s = handback_after_s
         self.report_after_s = report_after_s
+        self.announce_after_s = announce_after_s
         self.clock = clock
         self._lock = threading.Lock()
         self._next = 0  # the next index to start
@@ -67,6 +75,7 @@ class BatchRun:
         self._current_started_at: float | None = None  # the running event's start, if one runs
         self._unreported: dict[int, Any] = {}  # ended, not yet reported
         self._unreported_since: float | None = None
+        self._announced = -1  # the last index named as running
         self._finished = False
         # The monitor's: a new deadline, so that it wakes earlier than it meant to if need be.
         self.on_change: Callable[[float | None], None] = lambda deadline: None
@@ -115,12 +124,17 @@ class BatchRun:
             if self._overran(now):
                 handed_back = tuple(range(self._next, self._end))
                 self._end = self._next
+            announce = self._announce_due(now)
             outcomes = {}
-            if self._unreported and (handed_back or self._unreported_since + self.report_after_s <= now):
+            if self._unreported and (handed_back or announce or self._unreported_since + self.report_after_s <= now):
                 outcomes, self._unreported = self._unreported, {}
-            if not outcomes and not handed_back:
+            if not outcomes and not handed_back and not announce:
                 return None
-            return Report(outcomes, handed_back)
+            running = None
+            if self._current_started_at is not None:
+                running = (self._next - 1, now - self._current_started_at)
+                self._announced = self._next - 1
+            return Report(outcomes, handed_back, running)
 
     def next_deadline(self) -> float | None:
         """When `due` may next have something to send (None: nothing pending)."""
@@ -135,7 +149,13 @@ class BatchRun:
             deadlines.append(self._unreported_since + self.report_after_s)
         if self._can_hand_back():
             deadlines.append(self._current_started_at + self.handback_after_s)
+        if self._current_started_at is not None and self._announced != self._next - 1:
+            deadlines.append(self._current_started_at + self.announce_after_s)
         return min(deadlines, default=None)
+
+    def _announce_due(self, now: float) -> bool:
+        started = self._current_started_at
+        return started is not None and self._announced != self._next - 1 and started + self.announce_after_s <= now
 
     def _can_hand_back(self) -> bool:
         return self.handback_after_s is not None and self._current_started_at is not None and self._next < self._end

@@ -244,7 +244,18 @@ def _report_of(batch: Batch, result: Any) -> Reply | None:
             return None
         completions.append(Completion(tasks[index].offset, *outcome, worker))
     back = tuple(tasks[index].offset for index in _indexes(result.get("handed_back"), len(tasks)))
-    return Reply(batch.id, completions, back, final=False)
+    return Reply(batch.id, completions, back, final=False, running=_running(result, tasks), worker=worker)
+
+
+def _running(result: dict[str, Any], tasks: list) -> tuple[int, float] | None:
+    """(offset, seconds it has run) of the event a report names as running, if well formed."""
+    running = result.get("running")
+    if not isinstance(running, list) or len(running) != 2 or not _indexes(running[:1], len(tasks)):
+        return None
+    seconds = running[1]
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds < float("inf"):
+        return None
+    return tasks[running[0]].offset, float(seconds)
 
 
 def _indexes(value: Any, size: int) -> tuple[int, ...]:

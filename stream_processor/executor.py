@@ -76,6 +76,8 @@ class Reply:
     handed_back: tuple[int, ...] = ()
     final: bool = True
     redelivered: bool = False
+    running: tuple[int, float] | None = None  # (offset, seconds it has run) of the event a long one runs
+    worker: str | None = None  # host:pid of the process running it, if known
 
 
 OnComplete = Callable[[Reply], None]
@@ -113,18 +115,15 @@ class LocalExecutor:
     def _run(self, batch: Batch) -> None:
         tasks = batch.tasks
         run = BatchRun(len(tasks), batch.handback_after_s, report_after_s=0.0)
-        monitor = None
-        if len(tasks) > 1:
-            monitor = self._monitor()
-            monitor.watch(run, lambda report: self._on_complete(self._partial(batch, report)))
+        monitor = self._monitor()
+        monitor.watch(run, lambda report: self._on_complete(self._partial(batch, report)))
         try:
             outcomes = run_events(
                 self.function, [task.line for task in tasks], None, self.call_kwargs, follows_of(tasks), run
             )
         finally:
             handed_back = run.finish()
-            if monitor is not None:
-                monitor.unwatch(run)
+            monitor.unwatch(run)
         completions = completions_of(tasks, outcomes, self._identity, handed_back=handed_back)
         self._on_complete(Reply(batch.id, completions, tuple(tasks[i].offset for i in handed_back)))
 
@@ -134,7 +133,9 @@ class LocalExecutor:
             Completion(tasks[index].offset, kind, value, run_s, self._identity)
             for index, (kind, value, run_s) in report.outcomes.items()
         ]
-        return Reply(batch.id, completions, tuple(tasks[i].offset for i in report.handed_back), final=False)
+        back = tuple(tasks[i].offset for i in report.handed_back)
+        running = None if report.running is None else (tasks[report.running[0]].offset, report.running[1])
+        return Reply(batch.id, completions, back, final=False, running=running, worker=self._identity)
 
     def _monitor(self) -> ReportMonitor:
         if self._report_monitor is None:

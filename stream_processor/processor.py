@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from stream_processor.batching import BatchPolicy
 from stream_processor.execution import DONE, FAILED, SKIPPED, TIMED_OUT
 from stream_processor.executor import LOST, Batch, Completion, EventTask, Executor, Reply
-from stream_processor.observations import CoreState, HeadOfLine
+from stream_processor.observations import CoreState, HeadOfLine, WorkerOn
 from stream_processor.ordering import KEY, OrderMode
 from stream_processor.records import Record
 from stream_processor.retries import RetryPolicy
@@ -94,11 +94,18 @@ class _Entry:
 
 @dataclass(slots=True)
 class _BatchOut:
-    """A batch sent and not yet over: when it left, its offsets, and those not yet back."""
+    """A batch sent and not yet over: when it left, its offsets (in the order it runs
+    them), those not yet back, and what its worker has said of it."""
 
     sent_at: float
     offsets: tuple[int, ...]
     waiting: set[int]
+    worker: str | None = None
+    running: tuple[int, float] | None = None  # (offset, since): the event it said it runs
+
+    def first_waiting(self) -> int | None:
+        """The event of it that runs now, as far as we know: the first not yet back."""
+        return next((offset for offset in self.offsets if offset in self.waiting), None)
 
 
 class StreamProcessor:
@@ -393,6 +400,7 @@ class StreamProcessor:
             return
         self._progress_at = self.clock()
         self.replies += 1
+        self._note_worker(out, reply)
         # What this batch has not told us yet: a final reply repeats what reports carried.
         completions = [completion for completion in reply.completions if completion.offset in out.waiting]
         out.waiting.difference_update(completion.offset for completion in completions)
@@ -406,6 +414,13 @@ class StreamProcessor:
             self._hand_back(handed_back, alone=reply.redelivered)
         if reply.final:
             self._batch_over(reply, out)
+
+    def _note_worker(self, out: _BatchOut, reply: Reply) -> None:
+        """Which process runs the batch, and which event of it, as its replies say."""
+        out.worker = reply.worker or next((c.worker for c in reply.completions if c.worker), out.worker)
+        if reply.running is not None:
+            offset, run_s = reply.running
+            out.running = (offset, self.clock() - run_s)
 
     def _batch_over(self, reply: Reply, out: _BatchOut) -> None:
         del self._out[reply.batch_id]
@@ -551,6 +566,7 @@ class StreamProcessor:
             handoff_s=self.batching.handoff_s,
             duplicates_dropped=self.duplicates_dropped,
             late_replies_dropped=getattr(self.executor, "late_replies_dropped", 0),
+            running=self._workers_on(),
             replies=self.replies,
             results_back=self.results_back,
             handed_back=self.handed_back,
@@ -559,18 +575,42 @@ class StreamProcessor:
             hook(state)
 
     def _head_of_line(self) -> HeadOfLine | None:
-        entry = self._entries.get(self._watermark)
+        offset = self._watermark
+        entry = self._entries.get(offset)
         if entry is None:
             return None
+        state, worker, running_since = entry.state, None, None
+        out = self._batch_holding(offset) if entry.state == RUNNING else None
+        if out is not None:
+            worker = out.worker
+            running = out.first_waiting()
+            if running != offset:  # inside its batch, behind an event of it that has not ended
+                state = f"waiting in its batch behind offset {running}"
+            elif out.running is not None and out.running[0] == offset:
+                running_since = out.running[1]
         return HeadOfLine(
-            offset=self._watermark,
+            offset=offset,
             event_id=None if entry.event_id is NO_ID else entry.event_id,
             title=_title_of(entry.raw),
             read_at=entry.read_at,
-            state=entry.state,
+            state=state,
             attempts=entry.attempts,
             done_behind=len(self._order) - self._unfinished,
             head_since=max(self._watermark_moved_at, entry.read_at),
+            worker=worker,
+            running_since=running_since,
+        )
+
+    def _batch_holding(self, offset: int) -> _BatchOut | None:
+        """The batch out that `offset` is in (a few per worker: a scan, twice a second)."""
+        return next((out for out in self._out.values() if offset in out.waiting), None)
+
+    def _workers_on(self) -> tuple[WorkerOn, ...]:
+        """The events workers have said they run, and still do, by worker."""
+        return tuple(
+            WorkerOn(out.worker, out.running[0], out.running[1])
+            for out in self._out.values()
+            if out.worker is not None and out.running is not None and out.running[0] in out.waiting
         )
 
     def _move_watermark(self) -> None:

@@ -208,9 +208,8 @@ def run_batch(
 
 def _run_reporting(task, run: BatchRun, function, lines, timeout_s, call_kwargs, follows):
     """Run a batch's events; while it runs, the process's monitor publishes each event's
-    outcome soon after it ends, and the tail it hands back (see batch_run.py)."""
-    if len(lines) == 1:  # its only outcome goes back as the final reply, at once
-        return run_events(function, lines, timeout_s, call_kwargs, follows, run), run.finish()
+    outcome soon after it ends, the tail it hands back, and the event running once it runs
+    long (see batch_run.py)."""
     request, backend = task.request, task.backend  # the monitor's thread has no request of its own
     monitor = process_monitor()
     monitor.watch(run, lambda report: _publish(backend, request, report))
@@ -225,6 +224,8 @@ def _run_reporting(task, run: BatchRun, function, lines, timeout_s, call_kwargs,
 def _publish(backend, request, report: Report) -> None:
     ended = [[index, *outcome] for index, outcome in sorted(report.outcomes.items())]
     meta = {"worker": worker_identity(), "ended": ended, "handed_back": list(report.handed_back)}
+    if report.running is not None:
+        meta["running"] = list(report.running)  # [index, seconds it has run]
     backend.store_result(request.id, meta, EVENTS_ENDED, request=request)
 
 

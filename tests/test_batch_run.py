@@ -43,10 +43,10 @@ def test_an_overrunning_event_hands_back_every_event_not_started():
     run.ended(0, OUTCOME)
     assert run.start_next() == 1
     clock.now = 0.05
-    assert run.due() == Report({0: OUTCOME})
+    assert run.due() == Report({0: OUTCOME}, running=(1, 0.05))  # whatever goes out names what runs
     assert run.next_deadline() == 0.1  # event 1 started at 0
     clock.now = 0.1
-    assert run.due() == Report({}, handed_back=(2, 3))
+    assert run.due() == Report({}, handed_back=(2, 3), running=(1, 0.1))
     run.ended(1, OUTCOME)
     assert run.start_next() is None  # never starts what it handed back
     assert run.finish() == (2, 3)
@@ -57,8 +57,20 @@ def test_the_last_event_running_has_nothing_to_hand_back():
     run = BatchRun(2, handback_after_s=0.1, clock=clock)
     run.start_next(), run.ended(0, OUTCOME), run.start_next()
     clock.now = 10.0
-    assert run.due() == Report({0: OUTCOME})  # the outcome, no hand-back: nothing is left to start
+    assert run.due() == Report({0: OUTCOME}, running=(1, 10.0))  # no hand-back: nothing is left to start
     assert run.next_deadline() is None
+
+
+def test_an_event_that_runs_long_is_named_as_running_once():
+    clock = FakeClock()
+    run = BatchRun(1, clock=clock, announce_after_s=0.25)
+    assert run.start_next() == 0
+    assert run.next_deadline() == 0.25
+    clock.now = 0.2
+    assert run.due() is None  # short events are not named: their outcome is news enough
+    clock.now = 0.25
+    assert run.due() == Report({}, running=(0, 0.25))
+    assert run.due() is None and run.next_deadline() is None
 
 
 def test_a_finished_batch_reports_nothing_more():
