@@ -9,7 +9,9 @@ nothing; for events that take microseconds it is everything. So:
   batch that was already waiting), which grows when the machine is busy;
 - a batch holds as many events as fit in its target run time: `target_s`, or more if
   the handoff would otherwise cost over `OVERHEAD_SHARE` of the batch's time; between 1
-  and `batch_max`. Events that take seconds go one per task, as they always did;
+  and `batch_max`. Events that take seconds go one per task, as they always did. In
+  total order a batch runs `TOTAL_ORDER_BATCH_MAX_S` at most: its events end one after
+  another on one worker, and every line after them waits for its last;
 - a full batch leaves at once; a smaller one leaves at once if a worker is idle (fewer
   batches out than workers), else it waits for a worker to free up, but never longer
   than `linger_s` after its oldest event became ready;
@@ -42,6 +44,7 @@ MAX_HANDOFF_S = 0.1  # a longer gap is not Celery's cost but something else (a s
 SLOW_START_GROWTH = 4  # a batch may be this many times the biggest one that has come back
 LONG_EVENT_HANDOFFS = 100  # an event this many handoffs long hardly notices a round trip between tasks
 ASSUMED_HANDOFF_S = 0.003  # Celery's usual handoff on a quiet machine, until one is measured
+TOTAL_ORDER_BATCH_MAX_S = 0.05  # total order: a batch's events finish in turn, the next batch's wait for them
 HANDBACK_FACTOR = 2  # an event that runs twice as long as its whole batch should take has overrun
 HANDBACK_MIN_S = 0.05  # never sooner: on a busy machine a short event can take a few ms more
 
@@ -53,6 +56,7 @@ class BatchPolicy:
     target_s: float = DEFAULT_TARGET_S
     outstanding_per_worker: int = 2
     keyed: bool = False  # key mode: events become startable out of offset order (see max_outstanding)
+    in_total_order: bool = False  # total order: a batch's run time is a wait for the lines after it
     mean_run_s: float | None = None  # EWMA of the measured run time of one event
     events_measured: int = 0
     largest_done: int = 0  # the biggest batch that has come back: sizes grow from there, doubling
@@ -79,8 +83,11 @@ class BatchPolicy:
 
     @property
     def batch_target_s(self) -> float:
-        """The run time a batch is sized for: long enough that the handoff stays a small share."""
-        return max(self.target_s, (self.handoff_s or 0.0) / OVERHEAD_SHARE)
+        """The run time a batch is sized for: long enough that the handoff stays a small share.
+        In total order no longer than `TOTAL_ORDER_BATCH_MAX_S` (unless `target_s` says so):
+        the next batch's events, run meanwhile on another worker, wait for this one's last."""
+        target = max(self.target_s, (self.handoff_s or 0.0) / OVERHEAD_SHARE)
+        return min(target, max(self.target_s, TOTAL_ORDER_BATCH_MAX_S)) if self.in_total_order else target
 
     def size(self, running_s: float = 0.0) -> int:
         """Events per batch now: as many as fit in the target run time (1 until measured).

@@ -31,7 +31,7 @@ from stream_processor.batching import BatchPolicy
 from stream_processor.execution import DONE, FAILED, SKIPPED, TIMED_OUT
 from stream_processor.executor import LOST, Batch, Completion, EventTask, Executor, Reply
 from stream_processor.observations import CoreState, HeadOfLine, WorkerOn
-from stream_processor.ordering import KEY, OrderMode
+from stream_processor.ordering import KEY, TOTAL, OrderMode
 from stream_processor.records import Record
 from stream_processor.retries import RetryPolicy
 
@@ -134,6 +134,7 @@ class StreamProcessor:
         self.workers = workers  # pool processes, if known; else estimated from the replies
         self.order = order or OrderMode()
         self.batching.keyed = self.order.kind == KEY  # how far ahead to send depends on it
+        self.batching.in_total_order = self.order.kind == TOTAL  # how long a batch may run depends on it
         self.capacity = max_in_flight
         self._credits = threading.Semaphore(max_in_flight)
         self._mailbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
