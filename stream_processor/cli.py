@@ -2,8 +2,9 @@
 
 Each subcommand calls one function elsewhere. Exit codes: 0 all events done; 3 output
 complete but some events hold error records; 2 a problem the user can fix before the
-run (a flag, a path, an unreadable recording, an unreachable broker); 1 a failure
-during the run, said in one sentence; 130 interrupted.
+run (a flag, a path, an unreadable recording, an unreachable broker, a --url the client
+cannot use or the server refuses as bad); 1 a failure during the run, said in one
+sentence; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from stream_processor.processes import StartError
 from stream_processor.processor import RunFailed
 from stream_processor.protocol import DEFAULT_MAX_PAYLOAD, DEFAULT_SUBSCRIBE_BURST, DEFAULT_SUBSCRIBE_RATE, TOKEN_ENV
 from stream_processor.records import InputFileError
+from stream_processor.redaction import RedactingFormatter, redact_text, redact_tracebacks
 from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES, DEFAULT_ASYNC_MODE
 from stream_processor.serving.core import DEFAULT_HEARTBEAT_S
 from stream_processor.sink import OutputError
@@ -333,6 +335,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow browsers from this origin, e.g. https://example.org (repeatable; default: same origin only)",
     )
     serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer requests naming this host (Host header), e.g. example.org; repeatable, '*' for any. "
+        "Always allowed: localhost, loopback addresses and the --host address (for 0.0.0.0 or ::, any IP address); "
+        "other names get 403, so a web page cannot reach the server through DNS rebinding",
+    )
+    serve.add_argument(
         "--max-payload",
         type=_positive_int,
         default=DEFAULT_MAX_PAYLOAD,
@@ -400,11 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    # Every line on stderr goes through redact_text: no URL's token or password, whoever logs it.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+    redact_tracebacks()
     # What a user should see even without -v: where metrics are served, where a run resumes.
     logging.getLogger("stream_processor.pipeline").setLevel(logging.INFO)
     signal.signal(signal.SIGTERM, _raise_terminated)
@@ -414,10 +425,10 @@ def main(argv: list[str] | None = None) -> int:
         print("stream-processor: interrupted; the output holds every result that was in order", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (UsageError, InputFileError, PathError, OutputError, BrokerUnreachable) as exc:
-        print(f"stream-processor: {exc}", file=sys.stderr)  # fixable before the run
+        print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)  # fixable before the run
         return EXIT_USAGE
     except (ConnectionError, StartError, RunFailed) as exc:  # cannot reach or keep something running
-        print(f"stream-processor: {exc}", file=sys.stderr)
+        print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_UNEXPECTED
 
 
@@ -469,7 +480,7 @@ def _run_and_summarise(run, *run_args, **run_kwargs) -> int:
         report = run(*run_args, **run_kwargs)
     except ReportError as exc:  # the run is complete; only its report or plot could not be written
         print(summary_text(exc.report))
-        print(f"stream-processor: {exc}", file=sys.stderr)
+        print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_UNEXPECTED
     except BrokerUnreachable:
         raise
@@ -527,6 +538,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         window=args.window,
         token=args.token,
         cors_origins=tuple(args.cors_origin),
+        allowed_hosts=(*args.allowed_host, args.host),  # the address it binds names it too
         max_payload=args.max_payload,
         subscribe_burst=args.subscribe_burst,
         subscribe_rate=args.subscribe_rate,

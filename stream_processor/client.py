@@ -22,6 +22,7 @@ from typing import Any
 import socketio
 
 from stream_processor.protocol import NAMESPACE
+from stream_processor.redaction import redact_text, safe_url
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ class ReplayClient:
         batch: int = DEFAULT_BATCH,
         reconnect_delay_s: float = 0.2,  # before the first attempt after a drop; doubles up to 2 s
     ) -> None:
-        self.url = url
+        self.url = url  # a token may be in its query: engine.io sends it on, as the server accepts
+        self.shown_url = safe_url(url)  # what logs and messages name: no token, no password
         self.next_offset = start_offset  # the first offset not yet received
         self.realtime = realtime
         self.speed = speed
@@ -68,6 +70,7 @@ class ReplayClient:
         self.token = token
         self.batch = batch  # changes per message asked of the server (1: one `change` each)
         self.refusal: str | None = None  # why the server refused us, if it did
+        self.failure: Exception | None = None  # never set: python-socketio reconnects on every error
         self.inbox: queue.Queue[Change | End] = queue.Queue()
         self.reconnects = 0
         self._acked = start_offset
@@ -101,15 +104,21 @@ class ReplayClient:
                 auth={"token": self.token} if self.token else None,
             )
         except socketio.exceptions.ConnectionError as exc:
-            reason = self.refusal or str(exc)
-            raise ConnectionError(f"cannot subscribe to {self.url}{NAMESPACE}: {reason}") from None
+            reason = self.refusal or redact_text(str(exc))
+            raise ConnectionError(f"cannot subscribe to {self._shown_namespace()}: {reason}") from None
+
+    def _shown_namespace(self) -> str:
+        """The namespace's address as a user writes it (`http://host:port/rc`), without secrets."""
+        base, query = self.shown_url.partition("?")[::2]
+        return f"{base.rstrip('/')}{NAMESPACE}" + (f"?{query}" if query else "")
 
     def _on_connect_error(self, data: Any = None) -> None:
         if isinstance(data, dict):  # the server answered, and said no (a wrong token, say)
-            self.refusal = data.get("message")
-            log.error("%s refused the connection: %s", self.url, self.refusal)
+            message = data.get("message")
+            self.refusal = redact_text(str(message)) if message is not None else None
+            log.error("%s refused the connection: %s", self.shown_url, self.refusal)
         else:  # nobody answered (yet): a server restarting, a network gone
-            log.info("cannot reach %s (%s); trying again", self.url, data)
+            log.info("cannot reach %s (%s); trying again", self.shown_url, redact_text(str(data)))
 
     def close(self) -> None:
         self._closing = True
@@ -118,7 +127,7 @@ class ReplayClient:
     def _on_disconnect(self, *reason: Any) -> None:
         if self._disconnected_at is None and not self._closing:
             self._disconnected_at = time.monotonic()
-            log.warning("lost the connection to %s (%s); reconnecting", self.url, reason[0] if reason else "?")
+            log.warning("lost the connection to %s (%s); reconnecting", self.shown_url, reason[0] if reason else "?")
 
     def disconnected_for(self) -> float:
         """Seconds since the connection dropped without coming back; 0 while connected."""
@@ -129,7 +138,7 @@ class ReplayClient:
         self._disconnected_at = None
         if self._connected_once:
             self.reconnects += 1
-            log.warning("reconnected to %s; resubscribing from offset %d", self.url, self.next_offset)
+            log.warning("reconnected to %s; resubscribing from offset %d", self.shown_url, self.next_offset)
         self._connected_once = True
         self.sio.emit("subscribe", self._subscription(), namespace=NAMESPACE)
 
@@ -195,7 +204,7 @@ class ReplayClient:
 
     def _on_error(self, data: Any = None) -> None:
         message = data.get("message") if isinstance(data, dict) else data
-        log.error("server says: %s", message)
+        log.error("server says: %s", redact_text(str(message)))
 
     # -- flow control --------------------------------------------------------------------
 

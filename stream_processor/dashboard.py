@@ -26,15 +26,16 @@ ended even though the process exits right after.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
+from stream_processor.redaction import redact_text
+from stream_processor.serving.access import host_allowed, offered_token, token_accepted
 from stream_processor.web import RUN_PAGE, SECURITY_HEADERS, static_file
 
 log = logging.getLogger(__name__)
@@ -101,14 +102,9 @@ class Dashboard:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def authorised(self, query: dict[str, list[str]], headers) -> bool:
-        if self.token is None:
-            return True
-        offered = (query.get("token") or [""])[0]
-        bearer = headers.get("Authorization", "")
-        if bearer.startswith("Bearer "):
-            offered = offered or bearer[len("Bearer ") :]
-        return hmac.compare_digest(offered.encode(), self.token.encode())
+    def authorised(self, query_string: str, authorization: str | None) -> bool:
+        """The replay server's token rule (access.py): `Authorization: Bearer` (any case) or `?token=`."""
+        return token_accepted(self.token, offered_token(authorization, query_string))
 
     def settings(self) -> dict[str, Any]:
         """The run's settings, and the page's own (how it flags the head of the line)."""
@@ -144,7 +140,7 @@ def _handler_for(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
         sys_version = ""
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
-            log.debug("dashboard: " + format, *args)
+            log.debug("dashboard: %s", redact_text(format % args))  # a request line may hold ?token=
 
         def do_GET(self) -> None:  # noqa: N802 - the base class's name
             self._answer(body=True)
@@ -154,16 +150,16 @@ def _handler_for(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, body: bool) -> None:
             url = urlsplit(self.path)
-            query = parse_qs(url.query)
+            authorised = dashboard.authorised(url.query, self.headers.get("Authorization"))
             if not self._host_is_ours():
                 self._send(HTTPStatus.FORBIDDEN, b"wrong host\n", "text/plain; charset=utf-8", body)
             elif (page := static_file(RUN_PAGE, url.path)) is not None:
                 self._send(HTTPStatus.OK, *page, body)
             elif url.path == "/access":
                 needed = dashboard.token is not None
-                answer = {"token_needed": needed, "accepted": dashboard.authorised(query, self.headers)}
+                answer = {"token_needed": needed, "accepted": authorised}
                 self._send(HTTPStatus.OK, _json(answer), "application/json", body)
-            elif url.path in DATA_PATHS and not dashboard.authorised(query, self.headers):
+            elif url.path in DATA_PATHS and not authorised:
                 refusal = b'{"error": "this dashboard needs its token: ?token= or Authorization: Bearer"}'
                 self._send(HTTPStatus.UNAUTHORIZED, refusal, "application/json", body, {"WWW-Authenticate": "Bearer"})
             elif url.path == "/snapshot":
@@ -174,8 +170,9 @@ def _handler_for(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", body)
 
         def _host_is_ours(self) -> bool:
-            host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
-            return host in ("127.0.0.1", "localhost", "::1", "")
+            # The replay server's rule (access.py), with nothing beyond loopback allowed; two
+            # Host headers arrive joined, and are refused.
+            return host_allowed(",".join(self.headers.get_all("Host") or []))
 
         def _send(self, status: HTTPStatus, payload: bytes, kind: str, body: bool, extra: dict | None = None) -> None:
             self.send_response(status)

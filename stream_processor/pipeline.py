@@ -156,6 +156,11 @@ class Pipeline:
     observations: RunObservations
     broker_name: str
     start_offset: int
+    sink: JsonlSink
+
+    def begin_output(self) -> None:
+        """Replace an earlier output now (see `pipeline(begin=False)`); later calls do nothing."""
+        self.sink.begin()
 
     def take(self, record: Record, arrival_s: float = 0.0, source: str = "input") -> None:
         """One event in: handed to the run's core (blocks on a full window)."""
@@ -199,9 +204,10 @@ class ReportError(RuntimeError):
         self.report = report
 
 
-def blank_lines_of(input_path: Path) -> dict[str, int]:
-    """How many blank lines the recording holds (skipped: not events), said once, for the report."""
-    blank = count_blank_lines(input_path)
+def blank_lines_of(input_path: Path, size: int | None = None) -> dict[str, int]:
+    """How many blank lines the recording holds (in its first `size` bytes; skipped: not
+    events), said once, for the report."""
+    blank = count_blank_lines(input_path, size)
     if blank:
         log.warning("%s: skipped %d blank line%s (not events)", input_path, blank, "" if blank == 1 else "s")
     return {"blank_lines_skipped": blank}
@@ -240,10 +246,13 @@ def pipeline(
     observers: Sequence[Observer] = (),
     show_progress: bool = False,
     mode: dict[str, Any] | None = None,
+    begin: bool = True,
 ) -> Iterator[Pipeline]:
     """Start what `options` asks for; `source` identifies the input (for --resume's check).
     `observers` are told of each event read and each line written, after the run's own.
-    `mode` says where the events come from, for the run's settings (the dashboard shows them)."""
+    `mode` says where the events come from, for the run's settings (the dashboard shows them).
+    `begin=False`: an earlier output is replaced only at `run.begin_output()` (or the first
+    line), once the caller has what it needs too (a stream that accepted the request)."""
     processor: StreamProcessor | None = None
 
     def give_up(reason: Exception) -> None:  # a broker or worker that keeps dying ends the run
@@ -280,7 +289,8 @@ def pipeline(
             workers=options.workers or None,
         )
         workers = stack.enter_context(_local_workers(options, broker, queue, give_up)) if options.workers else None
-        sink.begin()  # only now is an earlier output replaced: everything the run needs has started
+        if begin:
+            sink.begin()  # only now is an earlier output replaced: everything the run needs has started
         processor.start()
         stack.callback(processor.close)
         stack.enter_context(
@@ -294,7 +304,7 @@ def pipeline(
                 restart_after_s=options.restart_stalled_workers_after_s(),
             )
         )
-        run = Pipeline(options, processor, observations, broker.name, sink.start_offset)
+        run = Pipeline(options, processor, observations, broker.name, sink.start_offset, sink)
         observations.settings = {
             **(mode or {}),
             "workers": options.workers,

@@ -112,25 +112,43 @@ def event_lines(stream) -> Iterator[tuple[int, int, bytes]]:
         offset += 1
 
 
-def read_records(path: str | Path, start: int = 0, validate: Validator | None = None) -> Iterator[Record]:
-    """Yield a `Record` per event from offset `start` on (0-based), good or bad."""
+def lines_up_to(stream, size: int | None) -> Iterator[bytes]:
+    """The lines of a binary stream within its first `size` bytes (all of it if None): what
+    is appended to a file while it is read stays unread, and a line it would complete ends
+    where `size` does."""
+    if size is None:
+        yield from stream
+        return
+    left = size
+    while left > 0 and (line := stream.readline(left)):
+        left -= len(line)
+        yield line
+
+
+def read_records(
+    path: str | Path, start: int = 0, validate: Validator | None = None, size: int | None = None
+) -> Iterator[Record]:
+    """Yield a `Record` per event from offset `start` on (0-based), good or bad; with `size`,
+    from the recording's first `size` bytes only (see `recording_identity`)."""
     with open_recording(path) as stream:
-        for offset, number, raw in event_lines(stream):
+        for offset, number, raw in event_lines(lines_up_to(stream, size)):
             if offset < start:
                 continue
             event, error = parse_event(raw, validate)
             yield Record(offset, raw, event, error, number)
 
 
-def count_events(path: str | Path) -> int:
-    """Number of events in a recording: its lines, less the blank ones."""
+def count_events(path: str | Path, size: int | None = None) -> int:
+    """Number of events in a recording (in its first `size` bytes): its lines, less the blank ones."""
     with open_recording(path) as stream:
-        return sum(1 for _ in event_lines(stream))
+        return sum(1 for _ in event_lines(lines_up_to(stream, size)))
 
 
-def count_blank_lines(path: str | Path) -> int:
-    """Blank lines a recording holds (skipped, not events)."""
-    return count_lines(path) - count_events(path)
+def count_blank_lines(path: str | Path, size: int | None = None) -> int:
+    """Blank lines a recording holds (in its first `size` bytes): skipped, not events."""
+    with open_recording(path) as stream:
+        lines = sum(1 for _ in lines_up_to(stream, size))
+    return lines - count_events(path, size)
 
 
 def count_lines(path: str | Path) -> int:
@@ -145,11 +163,16 @@ def count_lines(path: str | Path) -> int:
 
 def recording_identity(path: str | Path) -> dict[str, Any]:
     """What makes a recording this recording: its content's SHA-256, its size and its
-    number of events. --resume insists on the same, and on offsets below that number."""
+    number of events. --resume insists on the same, and on offsets below that number.
+
+    All three describe the same bytes, the first `size` (the events are counted in those,
+    not in what a writer may have appended since), and a file-mode run reads exactly those
+    (`read_records(..., size=...)`): the checkpoint's identity is what the output is made
+    from, even of a recording that grows during the run."""
     digest = hashlib.sha256()
     size = 0
     with open_recording(path) as stream:
         while chunk := stream.read(1 << 20):
             digest.update(chunk)
             size += len(chunk)
-    return {"sha256": digest.hexdigest(), "size": size, "events": count_events(path)}
+    return {"sha256": digest.hexdigest(), "size": size, "events": count_events(path, size)}

@@ -38,9 +38,13 @@ class ReplaySchedule:
 
 def _timestamp(event: dict[str, Any] | None) -> float | None:
     value = event.get("timestamp") if isinstance(event, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:  # an int of over 308 digits: no time
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 def event_time(event: dict[str, Any] | None) -> float | None:

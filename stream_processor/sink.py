@@ -13,8 +13,17 @@ any output line the checkpoint does not cover yet (written, not yet checkpointed
 it is written again, once. (A power cut may lose what the OS had not yet written; the
 same rules then cut back to what both files agree on.)
 
-The checkpoint is locked (flock) for the whole run: a second run on the same output
-stops at once, before anything is truncated.
+One output file, one writer, whatever path names it. The output file itself is locked
+(flock on its own open descriptor) before anything is created, truncated or written, then
+its checkpoint is. flock locks the file (the inode's open file description), not a name:
+a second run that names the same file through a symlink, a hard link, a path with `..` or
+a relative path stops at once (exit 2) and touches nothing, not even its checkpoint's name.
+
+The files kept beside the output (OUTPUT.checkpoint, and a stream's OUTPUT.position) are
+named after the file a symlink points to, not after the link (`beside()`): a run, a
+`--resume` or a `verify` through a symlink finds the checkpoint of the file it writes. A
+hard link has no name better than another, so its checkpoint is named after the name
+given; the lock still keeps two runs off the one file.
 """
 
 from __future__ import annotations
@@ -24,10 +33,12 @@ import fcntl
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from stream_processor.redaction import without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +51,17 @@ class OutputError(Exception):
     """The output cannot be used as asked: the user can fix it before the run (exit 2)."""
 
 
-def checkpoint_path(output: str | Path) -> Path:
+def beside(output: str | Path, suffix: str) -> Path:
+    """The file kept beside `output` under `suffix`: beside the file a symlink (or a chain of
+    them) points to, so that every name of the output through symlinks means one checkpoint."""
     output = Path(output)
-    return output.with_name(output.name + CHECKPOINT_SUFFIX)
+    if output.is_symlink():
+        output = Path(os.path.realpath(output))
+    return output.with_name(output.name + suffix)
+
+
+def checkpoint_path(output: str | Path) -> Path:
+    return beside(output, CHECKPOINT_SUFFIX)
 
 
 @dataclass
@@ -77,16 +96,22 @@ class JsonlSink:
         so that a run that fails to start has destroyed nothing."""
         self.path = Path(path)
         self.header = {"format": FORMAT, **(header or {})}
-        if resume and not checkpoint_path(self.path).exists() and _has_content(self.path):
-            # Refuse before _open_locked creates an empty checkpoint: left behind, it made
-            # `verify` say "resume it first" about an output that --resume refuses.
-            raise _no_checkpoint_error(self.path)
-        self._checkpoint = _open_locked(checkpoint_path(self.path), self.path)
+        # The output file first, by its identity: a run that is refused here has created,
+        # truncated and written nothing (not even a checkpoint beside the name it was given).
+        self._output = _open_locked(self.path, _output_busy_error)
+        self._checkpoint = None
         self._fresh = False
         try:
+            if resume and not checkpoint_path(self.path).exists() and _has_content(self.path):
+                # Refuse before _open_locked creates an empty checkpoint: left behind, it made
+                # `verify` say "resume it first" about an output that --resume refuses.
+                raise _no_checkpoint_error(self.path)
+            self._checkpoint = _open_locked(checkpoint_path(self.path), lambda path: _checkpoint_busy_error(self.path))
             self.done = self._resume() if resume else self._start_afresh()
         except BaseException:
-            self._checkpoint.close()
+            self._output.close()
+            if self._checkpoint is not None:
+                self._checkpoint.close()
             raise
         self.lines_written = 0
         if not begin_later:
@@ -102,7 +127,6 @@ class JsonlSink:
     def _start_afresh(self) -> DoneOffsets:
         # Nothing is truncated yet: a run that fails to start (a broker, a worker) must not
         # have emptied the output of the run before. `begin()` does it.
-        self._output = _open_output(self.path, truncate=False)
         self._fresh = True
         return DoneOffsets()
 
@@ -126,13 +150,17 @@ class JsonlSink:
                 raise _no_checkpoint_error(self.path)
             return self._start_afresh()
         _check_same_run(stored, self.header, self.path)
-        self._output = _open_output(self.path, truncate=False)
+        if _comparable(stored.get("input")) != stored.get("input"):
+            log.warning(
+                "%s: its first line (written by an earlier version) holds the stream's URL with its "
+                "credentials; continuing, and it stays there until a run without --resume writes a new one",
+                checkpoint_path(self.path),
+            )
         output_lines = _cut_torn_line(self._output)
         try:
             done = _cut_checkpoint_to(self._checkpoint, output_lines)
             _check_offsets_fit(done, stored.get("input"))
         except ValueError:  # an entry that is not offsets, an offset listed twice or past the input's end
-            self._output.close()
             raise _damaged_error(self.path) from None
         if done.lines < output_lines:
             _cut_to_lines(self._output, done.lines)
@@ -163,7 +191,7 @@ class JsonlSink:
         """Flush and close both files. After a failed write (a full disk) what is still
         buffered cannot be written either: it is dropped (resume cuts back to what both
         files hold), and closing says nothing more about it."""
-        for stream in (getattr(self, "_output", None), self._checkpoint):
+        for stream in (self._output, self._checkpoint):
             if stream is None or stream.closed:
                 continue
             try:
@@ -243,7 +271,9 @@ def decode_offsets(line: bytes) -> Iterator[int]:
 # -- opening, locking, resuming -----------------------------------------------------------
 
 
-def _open_locked(path: Path, output: Path):
+def _open_locked(path: Path, busy_error: Callable[[Path], OutputError]):
+    """`path` opened for reading and writing (created if missing, never truncated), with an
+    exclusive flock on the file itself: on whatever name any other run opened it by."""
     try:
         descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
@@ -252,19 +282,22 @@ def _open_locked(path: Path, output: Path):
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(descriptor)
-        raise OutputError(
-            f"{output} is being written by another run right now (its checkpoint {path.name} is locked); "
-            "wait for that run, or choose another --output"
-        ) from None
+        raise busy_error(path) from None
     return os.fdopen(descriptor, "r+b")
 
 
-def _open_output(path: Path, truncate: bool):
-    flags = os.O_RDWR | os.O_CREAT | (os.O_TRUNC if truncate else 0)
-    try:
-        return os.fdopen(os.open(path, flags, 0o644), "r+b")
-    except OSError as exc:
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
+def _output_busy_error(output: Path) -> OutputError:
+    return OutputError(
+        f"{output} is being written by another run right now (the file is locked, whatever name or link "
+        "that run gave it); wait for that run, or choose another --output"
+    )
+
+
+def _checkpoint_busy_error(output: Path) -> OutputError:
+    return OutputError(
+        f"{output} is being written by another run right now (its checkpoint {checkpoint_path(output).name} "
+        "is locked); wait for that run, or choose another --output"
+    )
 
 
 def _has_content(path: Path) -> bool:
@@ -303,9 +336,9 @@ def _no_checkpoint_error(output: Path) -> OutputError:
 
 def _check_same_run(stored: dict[str, Any], current: dict[str, Any], output: Path) -> None:
     differences = [
-        f"{name}: it was {_describe(stored.get(name))}, now {_describe(current.get(name))}"
+        f"{name}: it was {_describe(_comparable(stored.get(name)))}, now {_describe(current.get(name))}"
         for name in CHECKED_FIELDS
-        if stored.get(name) != current.get(name)
+        if _comparable(stored.get(name)) != current.get(name)
     ]
     if differences:
         raise OutputError(
@@ -313,6 +346,16 @@ def _check_same_run(stored: dict[str, Any], current: dict[str, Any], output: Pat
             + "; ".join(differences)
             + "). Run without --resume to start over, or choose another --output"
         )
+
+
+def _comparable(source: Any) -> Any:
+    """A stream's identity as this version writes it: its URL without credentials. An
+    earlier version stored the URL as given, a `?token=` and all: such a checkpoint is the
+    same stream, it is continued, and its header, as old as its first line, says nothing
+    of the token in any message (it stays in the file: a fresh run writes a clean one)."""
+    if isinstance(source, dict) and isinstance(source.get("url"), str):
+        return {**source, "url": without_credentials(source["url"])}
+    return source
 
 
 def _describe(value: Any) -> str:

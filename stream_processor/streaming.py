@@ -27,12 +27,15 @@ from stream_processor.pipeline import Pipeline, RunOptions, blank_lines_of, dash
 from stream_processor.processor import RunFailed
 from stream_processor.protocol import NAMESPACE, TOKEN_ENV
 from stream_processor.records import Record, parse_event, recording_identity
+from stream_processor.redaction import safe_url, without_credentials
 from stream_processor.replay import ReplaySchedule
 from stream_processor.serving.sse import STREAM_PATH
-from stream_processor.sources import SSE, open_source
+from stream_processor.sink import beside
+from stream_processor.sources import SSE, check_url, open_source
 
 log = logging.getLogger(__name__)
 
+POSITION_SUFFIX = ".position"
 STILL_GOING_CHECK_S = 1.0  # while no event arrives, look this often for a reason to stop
 
 
@@ -56,16 +59,23 @@ def consume(
     """Subscribe to the replay at `url`, process every event in order; return the report.
 
     `source` names the recording in error messages (`source:LINE: ...`); default the URL.
-    `identity` says what the stream is, for --resume's check; default the URL.
+    `identity` says what the stream is, for --resume's check; default the URL without its
+    credentials (a resume may read the same stream with another token).
+    Wherever the URL is shown or stored (log, report, dashboard, checkpoint) it is
+    `safe_url(url)`: a token in its query or a password in it never leaves the process.
     `server`: the replay server this run owns, if any (its failure ends the run).
     `transport` (socket.io or sse) forces the kind of source; default: by the URL's path.
     """
+    check_url(url, transport)  # a usage error in the URL: before anything starts
     options.check()
     acknowledger = _Acknowledger()
     observations = observe(options)
     with dashboard(options, observations):
-        mode = {"mode": "streaming", "input": source or url, "server": url, "realtime": bool(realtime), "speed": speed}
-        with pipeline(options, identity or {"url": url}, observations, [acknowledger], show_progress, mode) as run:
+        shown = safe_url(url)
+        source = source or shown
+        mode = {"mode": "streaming", "input": source, "server": shown, "realtime": bool(realtime), "speed": speed}
+        identity = identity or {"url": without_credentials(url)}
+        with pipeline(options, identity, observations, [acknowledger], show_progress, mode, begin=False) as run:
             position = StreamPosition(options.output)
             start_offset, resume_token = run.start_offset, None
             saved = position.saved() if options.resume and run.start_offset else None
@@ -80,17 +90,22 @@ def consume(
                 token=token,
                 resume_token=resume_token,
                 transport=transport,
+                window=options.max_in_flight,
             )
+            # Everything before the run's start is written: the source's window counts from there,
+            # even when a live stream resumes a little back (what comes again is dropped in _feed).
+            client.acknowledge(run.start_offset, caught_up=False)
             acknowledger.client, acknowledger.position = client, position
-            client.connect()
+            client.connect()  # a server that refuses the request as bad (400) leaves the output as it was
+            run.begin_output()
             try:
                 watch = _StillGoing(run, client, server, options.reconnect_timeout_s)
-                _feed(run, client, ReplaySchedule(speed or 1.0) if realtime else None, source or url, watch)
+                _feed(run, client, ReplaySchedule(speed or 1.0) if realtime else None, source, watch)
                 run.processor.drain()
             finally:
                 client.close()
                 position.save()
-        return run.report(url=url, reconnects=client.reconnects, **(report_extra or {}))
+        return run.report(url=shown, reconnects=client.reconnects, **(report_extra or {}))
 
 
 class _Acknowledger:
@@ -128,7 +143,7 @@ class StreamPosition:
     EVERY_S = 1.0
 
     def __init__(self, output: Path) -> None:
-        self.path = output.with_name(output.name + ".position")
+        self.path = beside(output, POSITION_SUFFIX)  # beside the checkpoint, through a symlink too
         self._pending: tuple[int, str] | None = None
         self._written_at = 0.0
 
@@ -171,10 +186,12 @@ class _StillGoing:
             raise RunFailed(f"the run cannot go on: {self.run.processor.failure}")
         if self.server is not None and self.server.failure is not None:
             raise self.server.failure
+        if self.client.failure is not None:
+            raise self.client.failure
         gone_for = self.client.disconnected_for()
         if self.reconnect_timeout_s and gone_for > self.reconnect_timeout_s:
             raise ConnectionError(
-                f"lost the connection to {self.client.url} for {gone_for:.0f} s (--reconnect-timeout "
+                f"lost the connection to {self.client.shown_url} for {gone_for:.0f} s (--reconnect-timeout "
                 f"{self.reconnect_timeout_s:g}); the output holds every line written so far, and --resume continues it"
             )
 

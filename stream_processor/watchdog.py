@@ -24,7 +24,7 @@ from typing import Protocol
 
 from kombu import Connection
 
-from stream_processor.broker import describe
+from stream_processor.redaction import safe_url
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class StallWatchdog:
         self.restart = restart  # the run's own workers, if any
         self.restart_after_s = restart_after_s
         self.restarts = 0
-        self.broker = describe(broker_url)
+        self.broker = safe_url(broker_url)
         self.queue = queue
         self.stall_s = stall_s
         self.clock = clock

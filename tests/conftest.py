@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,7 +15,9 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
 
@@ -224,6 +227,30 @@ def replay_server(recording: Path, *flags: str, port: int = 0):
         terminate(process, marker, timeout=10)
         process.stdout.close()
         assert alive, f"the server died (exit {process.returncode})"
+
+
+@dataclass(frozen=True)
+class RawAnswer:
+    status: int | None  # None: no status line (the connection closed first, or an HTTP/0.9-style answer)
+    head: bytes
+    body: bytes
+
+
+def raw_http(port: int, request: bytes, until: Callable[[bytes], bool] | None = None, timeout: float = 10) -> RawAnswer:
+    """Send `request` as bytes on a fresh connection to 127.0.0.1 (http.client refuses odd
+    header values) and read until the server closes it (send `Connection: close`) or, with
+    `until`, until what came satisfies it. A reset connection ends what came."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        try:
+            connection.sendall(request)
+            while not (until and until(received)) and (chunk := connection.recv(65536)):
+                received += chunk
+        except ConnectionResetError:
+            pass
+    head, _, body = received.partition(b"\r\n\r\n")
+    status = re.match(rb"HTTP/1\.[01] ([0-9]{3}) ", head)
+    return RawAnswer(int(status[1]) if status else None, head, body)
 
 
 def write_recording(path: Path, lines: list[bytes], trailing_newline: bool = True) -> Path:

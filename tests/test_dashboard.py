@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import FakeClock, processes_with_marker, start_cli, wait_until
+from conftest import FakeClock, processes_with_marker, raw_http, start_cli, wait_until
 from pages import canvas, number, screenshot, text
 
 from stream_processor.dashboard import Dashboard
@@ -81,6 +81,25 @@ def test_without_a_token_the_data_is_open_to_local_pages_only(serve):
     assert get(port, "/snapshot", {"Host": f"evil.example:{port}"})[0] == 403
     assert get(port, "/", {"Host": f"evil.example:{port}"})[0] == 403
     assert get(port, "/nowhere")[0] == 404
+
+
+def test_the_bearer_scheme_is_taken_in_any_case_with_or_without_extra_spaces_as_the_server_takes_it(serve):
+    port = serve(RunObservations(), token=TOKEN).port
+    offered = ["Bearer", "bearer", "BEARER", "bEaReR"]
+    offered = [f"{scheme} {TOKEN}" for scheme in offered] + [f"bearer   {TOKEN}   ", f"Bearer\t{TOKEN}"]
+    for authorization in offered:
+        assert get(port, "/snapshot", {"Authorization": authorization})[0] == 200, authorization
+        assert json.loads(get(port, "/access", {"Authorization": authorization})[2])["accepted"], authorization
+    for wrong in ["bearer wrong", f"Basic {TOKEN}", f"Bearer{TOKEN}", "bearer", f"{TOKEN}"]:
+        assert get(port, "/snapshot", {"Authorization": wrong})[0] == 401, wrong
+
+
+def test_loopback_hosts_pass_and_two_host_headers_are_refused(serve):
+    port = serve(RunObservations()).port
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "LOCALHOST"):
+        assert get(port, "/snapshot", {"Host": host})[0] == 200, host
+    two_hosts = f"GET /snapshot HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+    assert raw_http(port, two_hosts.encode()).status == 403
 
 
 def test_head_requests_get_the_headers_only(serve):

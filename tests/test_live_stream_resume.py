@@ -73,3 +73,29 @@ def test_a_live_stream_killed_mid_way_resumes_from_its_saved_position_with_every
     ids = [json.loads(line)["id"] for line in lines_of(output)]
     assert sorted(ids) == list(range(EVENTS)), "an event lost or written twice across the resume"
     assert ids == list(range(EVENTS))  # total order: as they came
+
+
+def test_a_resume_from_a_position_saved_further_back_than_the_window_does_not_wait_forever(tmp_path):
+    """The position is saved at most once a second, so it may lag the output by more than a
+    small window: what comes again is dropped, and must not fill the window on its way."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), LiveLikeStream)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/v2/stream/recentchange"
+    output = tmp_path / "out.json"
+    args = ["--url", url, "--output", str(output), "--task", "tasks_for_tests:title_length"]
+    args += ["--workers", "1", "--max-in-flight", "5", "--no-progress"]
+    try:
+        with started(args, tmp_path, script="socket_client.py") as (process, _):
+            wait_until(lambda: len(lines_of(output)) >= 60, timeout=60, message="sixty lines written")
+            process.kill()
+            process.communicate(timeout=10)
+        # As if saved a while before the kill: 40+ events back, eight windows' worth.
+        (tmp_path / "out.json.position").write_text(json.dumps({"offset": 10, "id": live_id(10)}) + "\n")
+        with started(args + ["--resume"], tmp_path, script="socket_client.py") as (process, _):
+            code, stderr = finish(process, timeout=60)
+        assert code == 0, stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [json.loads(line)["id"] for line in lines_of(output)] == list(range(EVENTS))

@@ -34,6 +34,7 @@ from conftest import (
     cli_env,
     processes_with_marker,
     rabbitmq_reachable,
+    replay_server,
     run_script,
     start_cli,
     terminate,
@@ -45,6 +46,7 @@ from kombu import Queue
 
 from stream_processor.celery_executor import delete_queue
 from stream_processor.generate import generate_file
+from stream_processor.records import recording_identity
 
 FAST = ["--workers", "2", "--time-scale", "0.01", "--no-progress"]
 SCRIPTS = ["run.py", "run_streaming.py"]
@@ -386,6 +388,128 @@ def test_a_second_run_on_the_same_output_stops_at_once_and_the_first_finishes_in
     assert verify(recording, output).returncode == 0
 
 
+# Another name for the file `output` (in `where`), as a second run would give it: (name, cwd).
+OTHER_NAMES = {
+    "a symlink": lambda output: _linked(output, "link.json", Path.symlink_to),
+    "a hard link": lambda output: _linked(output, "hard-link.json", Path.hardlink_to),
+    "a path with ..": lambda output: (_made(output.parent / "sub") / ".." / output.name, output.parent),
+    "a relative path": lambda output: (Path(output.name), output.parent),
+}
+
+
+def _linked(output: Path, name: str, link) -> tuple[Path, Path]:
+    link(output.with_name(name), output)
+    return output.with_name(name), output.parent
+
+
+def _made(directory: Path) -> Path:
+    directory.mkdir(exist_ok=True)
+    return directory
+
+
+def held_back_recording(path: Path) -> Path:
+    """Its first line comes back at once; the second takes 10 s, so in total order the
+    output holds exactly one line (and neither file changes) for about 10 s."""
+    events = [{"id": 0, "title": "page 0", "wait": 0}, {"id": 1, "title": "page 1", "wait": 10}]
+    return write_events(path, events + [{"id": n, "title": f"page {n}", "wait": 0.05} for n in range(2, 20)])
+
+
+@pytest.mark.parametrize(
+    "script, how",
+    [("run.py", how) for how in OTHER_NAMES] + [("run_streaming.py", "a symlink"), ("run_streaming.py", "a hard link")],
+)
+def test_a_second_run_naming_the_output_by_another_name_stops_at_once_and_touches_nothing(
+    tmp_path, broker_flag, script, how
+):
+    recording = held_back_recording(tmp_path / "in.json")
+    output = tmp_path / "out.json"
+    flags = ["--workers", "2", "--batch-max", "1", "--no-progress"] + broker_flag
+    with Background(["--input", str(recording), "--output", str(output)] + flags, tmp_path, script) as first:
+        wait_until(lambda: len(lines_of(output)) >= 1, timeout=60, message="the first run's first line")
+        name, cwd = OTHER_NAMES[how](output)
+        listing = sorted(path.name for path in tmp_path.iterdir())
+        files = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in (output, checkpoint_of(output))}
+
+        started = time.monotonic()
+        second = run_script(script, ["--input", str(recording), "--output", str(name)] + flags, cwd, timeout=60)
+
+        assert second.returncode == 2, second.stderr
+        line = one_line(second.stderr)
+        assert f"{name} is being written by another run" in line, line
+        assert time.monotonic() - started < 15
+        assert first.alive(), "the first run ended before the second stopped: nothing was tested"
+        assert len(lines_of(output)) == 1, "the first run's held-back line came early: the check below means nothing"
+        assert sorted(path.name for path in tmp_path.iterdir()) == listing  # no checkpoint, position, report
+        assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files} == files
+        code = first.wait(120)
+    assert code == 0, first.stderr
+    assert output.read_bytes() == recording.read_bytes()
+    assert verify(recording, output).returncode == 0
+    assert verify(recording, cwd / name).returncode == 0  # through the other name too
+
+
+def checkpoint_of(output: Path) -> Path:
+    return output.with_name(output.name + ".checkpoint")
+
+
+def test_a_run_and_its_resume_through_a_symlink_use_one_checkpoint_beside_the_file(tmp_path, events_12):
+    output = tmp_path / "out.json"
+    link = tmp_path / "link.json"
+    link.symlink_to(output)
+    args = ["--input", str(events_12), "--output", str(link)] + FAST
+    run = run_script("run.py", args, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert output.read_bytes() == events_12.read_bytes()
+    assert checkpoint_of(output).exists() and not checkpoint_of(link).exists()
+    resumed = run_script("run.py", ["--input", str(events_12), "--output", str(output), "--resume"] + FAST, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert output.read_bytes() == events_12.read_bytes()
+    checked = subprocess.run(
+        [sys.executable, "-m", "stream_processor", "verify", "--order", "none", str(events_12), str(link)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stderr  # --order none reads the checkpoint: found through the link
+
+
+def test_a_recording_that_grows_during_a_run_is_read_as_it_was_and_its_checkpoint_says_so(tmp_path, broker_flag):
+    events = [{"id": n, "title": f"page {n}", "wait": 0.3} for n in range(16)]
+    recording = write_events(tmp_path / "in.json", events)
+    original = recording.read_bytes()
+    as_it_was = tmp_path / "as-it-was.json"
+    as_it_was.write_bytes(original)
+    appended = "".join(json.dumps({"id": 100 + n, "title": "late", "wait": 0}) + "\n" for n in range(5))
+    output = tmp_path / "out.json"
+    # A window of 2: the run is still reading the recording when the lines are appended.
+    args = ["--input", str(recording), "--output", str(output), "--workers", "2", "--max-in-flight", "2"]
+    args += ["--batch-max", "1", "--no-progress"] + broker_flag
+    with Background(args, tmp_path) as run:
+        wait_until(lambda: len(lines_of(output)) >= 1, timeout=60, message="the run's first line")
+        with recording.open("a") as stream:
+            stream.write(appended)
+        assert run.alive() and len(lines_of(output)) < len(events), "the run read everything before the append"
+        code = run.wait(120)
+
+    assert code == 0, run.stderr
+    line = one_line(run.stderr)
+    assert str(recording) in line and "changed during the run" in line and "16 events" in line, line
+    assert output.read_bytes() == original  # exactly the recording as it was when the run started
+    header = json.loads(checkpoint_of(output).read_bytes().split(b"\n", 1)[0])
+    assert header["input"] == recording_identity(as_it_was)
+    assert verify(as_it_was, output).returncode == 0
+    grown = verify(recording, output)
+    assert grown.returncode == 1 and "input 21 events" in grown.stderr, grown.stderr
+    before = (output.read_bytes(), checkpoint_of(output).read_bytes())
+    resumed = run_script("run.py", ["--input", str(recording), "--output", str(output), "--resume"] + FAST, tmp_path)
+    assert resumed.returncode == 2, resumed.stderr  # the grown file is another recording: not mixed in
+    assert "--resume refuses" in one_line(resumed.stderr) and "input: it was" in resumed.stderr
+    assert (output.read_bytes(), checkpoint_of(output).read_bytes()) == before
+    again = run_script("run.py", ["--input", str(as_it_was), "--output", str(output), "--resume"] + FAST, tmp_path)
+    assert again.returncode == 0, again.stderr  # the recording it was made from: done, nothing to add
+    assert (output.read_bytes(), checkpoint_of(output).read_bytes()) == before
+
+
 # -- 4. --resume of an output that cannot belong to the input ---------------------------------
 
 
@@ -628,6 +752,47 @@ def test_consume_gives_up_with_exit_1_when_its_server_stays_gone_past_the_reconn
     assert "Traceback" not in run.stderr
     written = lines_of(output)
     assert written == lines_of(paced_recording)[: len(written)]  # an ordered prefix --resume continues
+
+
+# (a query after the server's URL, transport, what the one line must say)
+BAD_URLS = {
+    "sse, a parameter given twice": ("/v2/stream/recentchange?since=2020-01-01T00:00:00Z&since=2021", "sse",
+                                     "since may be given once"),
+    "sse, an unknown parameter": ("/v2/stream/recentchange?wiki=enwiki", "sse", "unknown query parameters"),
+    "socket.io, a parameter given twice": ("/rc?token=a&token=b", "socket.io", "token may be given once"),
+    "socket.io, a parameter it would ignore": ("?since=1&since=2", "socket.io", "takes no query parameters"),
+    "socket.io, no scheme": (None, "socket.io", "not a URL"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(BAD_URLS))
+def test_a_usage_error_in_the_url_is_exit_2_and_one_line_and_the_output_untouched(tmp_path, finished, case):
+    recording, output, checkpoint = place_finished_output(finished, tmp_path)
+    before = (output.read_bytes(), checkpoint.read_bytes())
+    query, transport, says = BAD_URLS[case]
+    with replay_server(recording) as (server, _):
+        url = server.removeprefix("http://") if query is None else server + query
+        args = ["--url", url, "--transport", transport, "--output", str(output)] + FAST
+        run = run_script("socket_client.py", args, tmp_path, timeout=60)
+    assert run.returncode == 2, run.stderr
+    line = one_line(run.stderr)
+    assert line.startswith(f"stream-processor: --url {url}: ") and says in line, line
+    assert (output.read_bytes(), checkpoint.read_bytes()) == before
+
+
+@pytest.mark.parametrize("transport", ["sse", "socket.io"])
+def test_an_unreachable_server_stays_exit_1_and_leaves_the_output_as_it_was(tmp_path, finished, transport):
+    recording, output, checkpoint = place_finished_output(finished, tmp_path)
+    before = (output.read_bytes(), checkpoint.read_bytes())
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}" + ("/v2/stream/recentchange" if transport == "sse" else "")
+    args = ["--url", url, "--transport", transport, "--output", str(output), "--reconnect-timeout", "2"] + FAST
+    run = run_script("socket_client.py", args, tmp_path, timeout=90)
+    assert run.returncode == 1, run.stderr
+    assert "Traceback" not in run.stderr and f"127.0.0.1:{port}" in run.stderr.strip().splitlines()[-1]
+    assert (output.read_bytes(), checkpoint.read_bytes()) == before  # not replaced by a run that never began
 
 
 # -- 7. deeply nested JSON ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ from stream_processor.records import (
     count_lines,
     open_recording,
     read_records,
+    recording_identity,
 )
 
 
@@ -224,3 +225,16 @@ def test_count_lines_when_a_chunk_ends_exactly_on_a_newline_and_more_follows(tmp
     chunk = 1 << 20
     data = b"x" * (chunk - 1) + b"\n" + b"tail"
     assert count_lines(write(tmp_path, data)) == 2
+
+
+def test_reading_the_first_size_bytes_ignores_what_was_appended_since(tmp_path):
+    path = write(tmp_path, b'{"id": 0}\n\n{"id": 1}')  # a blank line, and a last line without newline
+    identity = recording_identity(path)
+    assert identity["size"] == len(path.read_bytes()) and identity["events"] == 2
+    with path.open("ab") as stream:
+        stream.write(b'23}\n{"id": 2}\n\n')  # completes the last line, adds an event and a blank line
+    records = list(read_records(path, size=identity["size"]))
+    assert [(r.offset, r.raw, r.line) for r in records] == [(0, b'{"id": 0}', 1), (1, b'{"id": 1}', 3)]
+    assert list(read_records(path, start=1, size=identity["size"]))[0].raw == b'{"id": 1}'
+    assert count_events(path, identity["size"]) == 2 and count_blank_lines(path, identity["size"]) == 1
+    assert count_events(path) == 3 and count_blank_lines(path) == 2

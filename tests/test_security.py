@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import socketio
-from conftest import ROOT, cli_env, in_each_async_mode, terminate
+from conftest import ROOT, cli_env, in_each_async_mode, raw_http, terminate
 from kombu import Connection, Exchange, Producer
 
 from stream_processor.broker import EmbeddedRedis
@@ -26,6 +26,7 @@ from stream_processor.execution import DONE, INVALID
 from stream_processor.executor import Batch, EventTask
 from stream_processor.generate import generate_file
 from stream_processor.protocol import NAMESPACE, TOKEN_ENV
+from stream_processor.serving.sse import STREAM_PATH
 from stream_processor.tasks import DEFAULT_TASK, TASK_NAME, task_queue
 from stream_processor.workers import LocalWorkers
 
@@ -133,6 +134,57 @@ def test_cross_origin_browsers_are_refused_unless_their_origin_is_allowed(serve)
     allowing = serve("--cors-origin", "https://dashboard.example")
     assert polling_handshake(allowing.port, "https://dashboard.example") == 200
     assert polling_handshake(allowing.port, "https://evil.example") == 400
+
+
+def request_with_host(path: str, host: str, *extra: str) -> bytes:
+    return "\r\n".join([f"GET {path} HTTP/1.1", f"Host: {host}", *extra, "Connection: close", "", ""]).encode()
+
+
+WEBSOCKET_UPGRADE = ("Upgrade: websocket", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version: 13")
+HOST_CHECKED = ["/", "/status", "/access", STREAM_PATH, "/socket.io/?EIO=4&transport=polling"]
+
+
+def status_line_read(received: bytes) -> bool:
+    return b"\r\n\r\n" in received  # an upgraded websocket stays open: its head is the answer
+
+
+def websocket_upgrade(port: int, host: str) -> int | None:
+    request = request_with_host("/socket.io/?EIO=4&transport=websocket", host, *WEBSOCKET_UPGRADE)
+    return raw_http(port, request.replace(b"Connection: close", b"Connection: Upgrade"), until=status_line_read).status
+
+
+@in_each_async_mode
+def test_a_foreign_host_is_refused_on_every_endpoint_and_the_socketio_handshake_and_upgrade(serve):
+    port = serve().port
+    # A page at http://evil.com whose name was rebound to 127.0.0.1: same origin to its browser.
+    for path in HOST_CHECKED:
+        answer = raw_http(port, request_with_host(path, f"evil.com:{port}", f"Origin: http://evil.com:{port}"))
+        assert answer.status == 403, (path, answer)
+        assert b"access-control-allow-origin" not in answer.head.lower(), path
+        assert json.loads(answer.body)["error"].startswith("this server does not answer to host 'evil.com:"), path
+    assert websocket_upgrade(port, "evil.com") == 403
+    for path in HOST_CHECKED:  # two Hosts: malformed
+        answer = raw_http(port, request_with_host(path, f"127.0.0.1:{port}", "Host: evil.com"))
+        assert answer.status == 400 and b"malformed Host" in answer.body, (path, answer)
+
+
+@in_each_async_mode
+def test_loopback_hosts_pass_everywhere_and_allowed_hosts_are_let_in(serve):
+    default, allowing = serve(), serve("--allowed-host", "example.org", "--allowed-host", "Other.Example")
+    for server in (default, allowing):
+        port = server.port
+        for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"[::1]:{port}", "localhost"):
+            for path in HOST_CHECKED:
+                assert raw_http(port, request_with_host(path, host)).status == 200, (host, path)
+            assert websocket_upgrade(port, host) == 101, host
+    port = allowing.port
+    for host in ("example.org", f"example.org:{port}", "other.example", "EXAMPLE.ORG."):
+        for path in HOST_CHECKED:
+            assert raw_http(port, request_with_host(path, host)).status == 200, (host, path)
+        assert websocket_upgrade(port, host) == 101, host
+    for host in ("www.example.org", "evil.com"):
+        assert raw_http(port, request_with_host("/status", host)).status == 403
+    assert raw_http(default.port, request_with_host("/status", "example.org")).status == 403
 
 
 def other_local_address() -> str | None:

@@ -89,10 +89,44 @@ def test_since_starts_at_the_first_event_at_or_after_that_time_in_iso_8601_or_ep
     with replay_server(tmp_path / "timed.json") as (url, _):
         by_ms = read_stream(url, f"since={moment * 1000}")
         by_iso = read_stream(url, f"since={iso}")
-        after_all = read_stream(url, f"since={(START_TIMESTAMP + 3600) * 1000}")
     for events in (by_ms, by_iso):
         assert [offset_of(event) for event in events[:-1]] == list(range(7, len(lines)))
-    assert json.loads(after_all[-1].data) == {"count": 0, "offset": len(lines)}
+
+
+def test_a_resume_past_the_end_by_offset_or_by_time_gets_204_so_an_eventsource_stops(tmp_path):
+    lines = paced_recording(tmp_path / "timed.json", count=30, gap_s=2)
+    latest_ms = (START_TIMESTAMP + 2 * 29) * 1000  # the last event's time
+    after_ms = latest_ms + 1
+
+    def position(**fields) -> dict:
+        return {"Last-Event-ID": json.dumps([{"topic": TOPIC, "partition": 0, **fields}])}
+
+    with replay_server(tmp_path / "timed.json") as (url, _):
+        answers = {
+            "since ms": get(url, f"{STREAM_PATH}?since={after_ms}"),
+            "since iso": get(url, f"{STREAM_PATH}?since=2999-01-01T00:00:00Z"),
+            "id timestamp": get(url, STREAM_PATH, position(timestamp=after_ms)),
+            "id offset": get(url, STREAM_PATH, position(offset=len(lines) - 1)),
+            "id far offset": get(url, STREAM_PATH, position(offset=10**30)),
+        }
+        at_the_latest = read_stream(url, f"since={latest_ms}")
+        by_id_time = read_stream(url, headers=position(timestamp=latest_ms))
+    assert {name: answer.status_code for name, answer in answers.items()} == dict.fromkeys(answers, 204)
+    assert all(answer.content == b"" for answer in answers.values())
+    for events in (at_the_latest, by_id_time):  # at the latest time: the last event, then the end
+        assert [offset_of(event) for event in events] == [len(lines) - 1, len(lines) - 1]
+
+
+def test_the_end_carries_the_last_lines_id_so_a_reconnect_gets_204_even_when_nothing_matched(small_recording):
+    count = len(small_recording.read_bytes().splitlines())
+    with replay_server(small_recording) as (url, _):
+        matching_nothing = read_stream(url, "wikis=nothing.example")
+        everything = read_stream(url)
+        reconnects = [get(url, f"{STREAM_PATH}?wikis=nothing.example", {"Last-Event-ID": matching_nothing[-1].id})]
+        reconnects.append(get(url, STREAM_PATH, {"Last-Event-ID": everything[-1].id}))
+    assert [event.event for event in matching_nothing] == ["end"]
+    assert offset_of(matching_nothing[-1]) == offset_of(everything[-1]) == count - 1
+    assert [answer.status_code for answer in reconnects] == [204, 204]
 
 
 @pytest.mark.parametrize(

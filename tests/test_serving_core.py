@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import FakeClock, write_recording
 
-from stream_processor.serving.access import AddressLimit, offered_token, origin_allowed, token_accepted
+from stream_processor.serving.access import AddressLimit, host_allowed, offered_token, origin_allowed, token_accepted
 from stream_processor.serving.delivery import Delivery, DeliverySessions, is_data_frame, polling_packets
 from stream_processor.serving.recording import Recording
 from stream_processor.serving.replay_loop import (
@@ -24,7 +24,7 @@ from stream_processor.serving.replay_loop import (
     replay,
 )
 from stream_processor.serving.subscriber import SOCKETIO, SSE, Subscriber
-from stream_processor.serving.subscription import parse_subscription
+from stream_processor.serving.subscription import SubscribeError, parse_subscription
 
 
 class CountingWaker:
@@ -55,6 +55,29 @@ def sent_offsets(steps) -> list[int]:
 
 def sse_subscriber() -> Subscriber:
     return Subscriber("s", SSE, "127.0.0.1", CountingWaker())
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_resume_by_time_past_the_latest_event_has_nothing_to_send_looping_or_not(tmp_path, loop):
+    events = [{"id": 0, "timestamp": 100}, {"id": 1, "timestamp": 300}, {"id": 2, "timestamp": 200}, {"id": 3}]
+    recording = recording_of(tmp_path, events, loop)  # not increasing: the latest is not the last
+    assert recording.latest_time == 300
+    assert not recording.ends_before_time(300) and recording.ends_before_time(300.001)
+    timeless = Recording(
+        write_recording(tmp_path / "timeless.json", [b'{"id": 1}', b"{broken", b'{"timestamp": 1e999}'])
+    )
+    assert timeless.latest_time is None and timeless.ends_before_time(0)
+
+
+def test_a_timestamp_too_large_for_a_float_is_no_time_not_an_error(tmp_path):
+    recording = recording_of(tmp_path, [{"id": 0, "timestamp": 10**400}, {"id": 1, "timestamp": 5}])
+    assert recording.latest_time == 5
+    assert sent_offsets(start(sse_subscriber(), recording, {"realtime": True})) == [0, 1]
+
+
+def test_a_subscribe_speed_too_large_for_a_float_is_refused_not_an_error():
+    with pytest.raises(SubscribeError, match="speed must be"):
+        parse_subscription({"speed": 10**400}, realtime=False, speed=1.0)
 
 
 def test_an_unpaced_replay_sends_every_event_in_batches_then_finishes(tmp_path):
@@ -175,6 +198,80 @@ def test_a_token_is_taken_from_socketio_auth_then_the_header_then_the_query():
     assert offered_token(None, "other=1") is None
     assert token_accepted(None, None) and token_accepted("s3cret", "s3cret")
     assert not token_accepted("s3cret", None) and not token_accepted("s3cret", "S3cret")
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["Bearer s3cret", "bearer s3cret", "BEARER s3cret", "BeArEr s3cret", "Bearer   s3cret  ", "bearer\ts3cret"],
+)
+def test_the_bearer_scheme_is_case_insensitive_and_spaces_around_the_token_do_not_count(authorization):
+    assert offered_token(authorization, "") == "s3cret"
+
+
+@pytest.mark.parametrize("authorization", ["", " ", "Bearer", "Bearer ", "Basic s3cret", "Bearers s3cret"])
+def test_an_authorization_without_a_bearer_token_offers_the_querys(authorization):
+    assert offered_token(authorization, "token=q") == "q"
+
+
+def test_a_token_with_a_lone_surrogate_is_a_wrong_token_not_an_error():
+    assert not token_accepted("s3cret", "\ud800")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        None,
+        "",
+        "127.0.0.1",
+        "127.0.0.1:5000",
+        "127.9.9.9:80",
+        "localhost",
+        "LocalHost:5000",
+        "localhost.:1",
+        "[::1]",
+        "[::1]:5000",
+        "[::ffff:127.0.0.1]:5000",
+    ],
+)
+def test_loopback_hosts_and_no_host_are_allowed(host):
+    assert host_allowed(host)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.com",
+        "evil.com:5000",
+        "localhost.evil.com",
+        "127.0.0.1.evil.com",
+        "10.0.0.5:5000",
+        "0.0.0.0",
+        "127.0.0.1,evil.com",
+        "evil.com, 127.0.0.1",
+        "127.0.0.1 evil.com",
+        "[::1",
+        "::1",
+        "127.0.0.1:99999999",
+        "évil.com",
+        "127.0.0.1\x00",
+        "a" * 400,
+        "127.0.0.1:",
+        "127.0.0.1:port",
+    ],
+)
+def test_other_hosts_and_malformed_ones_are_refused(host):
+    assert not host_allowed(host)
+
+
+def test_named_hosts_and_the_bound_address_are_allowed_and_a_wildcard_bind_allows_any_address():
+    assert host_allowed("example.org", ("example.org",)) and host_allowed("Example.ORG.:8080", ("example.org",))
+    assert not host_allowed("www.example.org", ("example.org",))
+    assert host_allowed("192.168.1.5:5000", ("192.168.1.5",)) and not host_allowed("192.168.1.6", ("192.168.1.5",))
+    assert host_allowed("[2001:db8::1]:80", ("2001:db8:0::1",)) and host_allowed("[2001:db8::1]", ("[2001:db8::1]",))
+    assert host_allowed("example.org", ("example.org:5000",))  # a port in an entry does not count
+    assert host_allowed("192.168.1.6:5000", ("0.0.0.0",)) and host_allowed("[2001:db8::1]", ("::",))
+    assert not host_allowed("evil.com", ("0.0.0.0",))  # a name still has to be listed
+    assert host_allowed("evil.com", ("*",)) and not host_allowed("127.0.0.1,evil.com", ("*",))
 
 
 def test_browsers_from_other_origins_are_refused_unless_listed():

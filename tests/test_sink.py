@@ -407,6 +407,80 @@ def test_a_sink_in_another_process_holds_the_output_until_it_closes(tmp_path):
     assert both_files(path) == before
 
 
+def other_name_for(path: Path, how: str) -> Path:
+    """Another name for the file `path` (made here if it is a link): the lock must see through it."""
+    if how == "symlink":
+        link = path.with_name("link.jsonl")
+        link.symlink_to(path)
+        return link
+    if how == "relative symlink":
+        link = path.with_name("relative-link.jsonl")
+        link.symlink_to(path.name)
+        return link
+    if how == "hard link":
+        link = path.with_name("hard-link.jsonl")
+        link.hardlink_to(path)
+        return link
+    if how == "a path with ..":
+        (path.parent / "sub").mkdir(exist_ok=True)
+        return path.parent / "sub" / ".." / path.name
+    assert how == "relative path"
+    return Path(os.path.relpath(path))
+
+
+LINK_NAMES = ["symlink", "relative symlink", "hard link", "a path with ..", "relative path"]
+
+
+@pytest.mark.parametrize("how", LINK_NAMES)
+def test_a_sink_in_another_process_holds_the_file_under_any_other_name(tmp_path, monkeypatch, how):
+    path = tmp_path / "out.jsonl"
+    monkeypatch.chdir(tmp_path)  # for the relative path
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(path), json.dumps(HEADER)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+        env=env,
+    )
+    try:
+        assert child.stdout.readline() == b"holding\n"  # returns early (b"") if the child dies
+        name = other_name_for(path, how)
+        before = both_files(path)
+        listing = sorted(p.name for p in tmp_path.iterdir())
+        mtime = path.stat().st_mtime_ns
+        for resume in (False, True):
+            with pytest.raises(OutputError, match="another run") as refused:
+                JsonlSink(name, HEADER, resume=resume)
+            assert str(name) in str(refused.value)
+            assert both_files(path) == before
+            assert sorted(p.name for p in tmp_path.iterdir()) == listing  # no checkpoint beside the other name
+            assert path.stat().st_mtime_ns == mtime
+        child.stdin.write(b"done\n")
+        child.stdin.close()
+        assert child.wait(timeout=60) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+        child.stdout.close()
+    assert both_files(path) == before
+
+
+@pytest.mark.parametrize("how", ["symlink", "relative symlink"])
+def test_a_symlinked_output_keeps_its_checkpoint_beside_the_file_it_points_to(tmp_path, how):
+    path = tmp_path / "out.jsonl"
+    path.touch()
+    link = other_name_for(path, how)
+    assert checkpoint_path(link) == checkpoint_path(path)
+    write_groups(path, [[0, 1]])
+    with JsonlSink(link, HEADER, resume=True) as sink:  # a resume through the link finds it
+        assert sink.start_offset == 2
+        sink.write([(2, line_for(2))])
+    assert output_offsets(path) == [0, 1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.jsonl", "out.jsonl.checkpoint", link.name])
+
+
 # -- resume: is it the same run? ---------------------------------------------------------------
 
 

@@ -3,9 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
+import httpx
 import pytest
 from conftest import (
     expected_offsets,
@@ -13,6 +18,7 @@ from conftest import (
     mixed_recording,
     paced_recording,
     replay_server,
+    wait_until,
     write_recording,
 )
 from listener import Listener
@@ -194,3 +200,104 @@ def test_acknowledging_from_another_thread_while_events_arrive_keeps_every_token
         assert source.resume_token(item.offset) == event_id(item.offset)
     arriving.join()
     assert len(source._ids) <= 2
+
+
+def fat_loop(tmp_path, size: int = 2_000) -> tuple[Path, list[bytes]]:
+    """20 events of about `size` bytes, for `serve --loop`: an endless stream, offsets growing."""
+    lines = [json.dumps({"id": i, "wiki": "enwiki", "wait": 0, "pad": "p" * size}).encode() for i in range(20)]
+    return write_recording(tmp_path / "loop.json", lines), lines
+
+
+def sent_to_the_stream(url: str) -> int:
+    """The next offset the server will send the (one) event stream: where TCP holds it back."""
+    clients = httpx.get(f"{url}/status", timeout=10).json()["clients"]
+    return next(client["offset"] for client in clients if client["transport"] == "sse")
+
+
+def stalls(read, timeout: float = 30) -> int:
+    """Wait until `read()` gives the same value on two looks a second apart; that value."""
+    seen = [read()]
+    wait_until(lambda: seen.append(read()) or seen[-1] == seen[-2], timeout=timeout, interval=1, message="a stall")
+    return seen[-1]
+
+
+@in_each_async_mode
+def test_the_event_stream_source_stops_reading_at_its_window_and_goes_on_when_acknowledged(tmp_path):
+    recording, lines = fat_loop(tmp_path)
+    with replay_server(recording, "--loop") as (url, _):
+        source = connected(url + STREAM_PATH, window=25)
+        try:
+            wait_until(lambda: source.inbox.qsize() == 25, timeout=10, message="a full window")
+            held_back_at = stalls(lambda: sent_to_the_stream(url))  # the socket, unread, holds the server back
+            assert source.inbox.qsize() == 25 and source.next_offset == 25  # nothing read past the window
+            first = [source.inbox.get_nowait() for _ in range(10)]
+            source.acknowledge(10, caught_up=False)  # written up to offset 9: room for ten more
+            wait_until(lambda: source.next_offset == 35, timeout=10, message="ten more read")
+            assert stalls(lambda: source.next_offset) == 35
+            rest = [source.inbox.get_nowait() for _ in range(25)]
+        finally:
+            source.close()
+    assert held_back_at < 100_000, "the server was not held back"
+    assert [c.offset for c in first + rest] == list(range(35))
+    assert [c.line for c in first + rest] == [lines[offset % 20] for offset in range(35)]
+
+
+@in_each_async_mode
+def test_close_wakes_a_reader_waiting_at_its_window_at_once_and_leaves_no_thread(tmp_path):
+    recording, _ = fat_loop(tmp_path)
+    with replay_server(recording, "--loop") as (url, _):
+        source = connected(url + STREAM_PATH, window=5)
+        wait_until(lambda: source.next_offset == 5, timeout=10, message="a full window")
+        started = time.monotonic()
+        source.close()
+        took = time.monotonic() - started
+    assert took < 1.0, f"close() took {took:.2f} s"
+    assert not source._thread.is_alive()
+    assert not [t for t in threading.enumerate() if t.name == "event-stream"]
+
+
+@in_each_async_mode
+def test_a_reader_held_at_its_window_through_a_server_restart_resumes_with_no_gap_and_nothing_twice(tmp_path):
+    recording, lines = fat_loop(tmp_path, size=10_000)  # ~10 MB of socket buffers hold ~1,000 of them
+    with replay_server(recording, "--loop") as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        source = connected(url + STREAM_PATH, window=10, reconnect_delay_s=0.05)
+        wait_until(lambda: source.next_offset == 10, timeout=10, message="a full window")
+    # The server is gone while the reader waits at its window; what the socket holds is read
+    # first, then the reader finds the connection closed and resumes after the last event it read.
+    with replay_server(recording, "--loop", port=port):
+        try:
+            changes, _ = drain(source, stop_after=4_000)
+        finally:
+            source.close()
+    assert source.reconnects >= 1
+    assert [c.offset for c in changes] == list(range(4_000))
+    assert [c.line for c in changes] == [lines[offset % 20] for offset in range(4_000)]
+
+
+def test_an_event_stream_that_never_ends_a_line_stops_the_source_saying_why():
+    class EndlessLine(BaseHTTPRequestHandler):
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 - the base class's name
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()
+            with contextlib.suppress(OSError):
+                while True:
+                    self.wfile.write(b"data: " + b"x" * 1_000_000)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), EndlessLine)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        source = EventStreamClient(f"http://127.0.0.1:{server.server_address[1]}/v2/stream/recentchange")
+        source.connect()
+        wait_until(lambda: source.failure is not None, timeout=30, message="the source to give up")
+        source.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert isinstance(source.failure, ConnectionError) and "has not ended" in str(source.failure)
+    assert source.inbox.empty() and not source._thread.is_alive()

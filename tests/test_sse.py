@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from urllib.parse import quote
 
 import pytest
 
@@ -150,5 +151,41 @@ def test_a_line_that_is_not_utf8_or_holds_a_carriage_return_travels_whole_inside
     assert text.count(b"\r") == 0 and json.loads(text.split(b"\ndata: ")[1])["line"] == '{"a":\r1}'
 
 
-def test_the_end_of_a_replay_is_an_end_event_with_its_count_and_offset():
-    assert end_event(5, 12) == b'event: end\ndata: {"count": 5, "offset": 12}\n\n'
+def test_the_end_of_a_replay_is_an_end_event_whose_id_resumes_past_the_recording():
+    assert end_event(5, 12) == b"event: end\nid: " + event_id(11).encode() + b'\ndata: {"count": 5, "offset": 12}\n\n'
+    assert parse_last_event_id(event_id(11)) == Resume(offset=12)  # past the end: 204
+    assert end_event(0, 0) == b'event: end\ndata: {"count": 0, "offset": 0}\n\n'  # an empty recording
+
+
+# Digits outside ASCII pass str.isdigit(), and int() or float() take some of them: each
+# once made a 500. Strings and JSON values a number is parsed from must be plain digits.
+ODD_NUMBERS = ["--5", "²", "٣", "１", "1_0", " 1", "1 ", "+1", "0x1", "", "-", "1e3", "9" * 10]
+
+
+@pytest.mark.parametrize("text", ODD_NUMBERS)
+def test_a_namespace_that_is_not_plain_ascii_digits_is_refused(text):
+    with pytest.raises(StreamRequestError, match="namespace must be whole numbers"):
+        parse_stream_request(f"namespace={quote(text)}", None, realtime=False, speed=1.0)
+
+
+@pytest.mark.parametrize("text", [*ODD_NUMBERS[:-1], "²" * 20, "1" * 17, "-1", "2016-11-24T15:06:45Z" + "0" * 60])
+def test_a_since_that_is_not_plain_ascii_digits_or_iso_8601_is_refused(text):
+    with pytest.raises(StreamRequestError, match="since"):
+        parse_since(text)
+
+
+@pytest.mark.parametrize("text", ["²", "١", "1_0", " 1", "1 ", "+1", "0x1", "1e999", "1" * 50, "nan", "Infinity"])
+def test_a_speed_that_is_not_a_plain_decimal_is_refused(text):
+    with pytest.raises(StreamRequestError, match="speed must be"):
+        parse_stream_request(f"speed={quote(text)}", None, realtime=False, speed=1.0)
+
+
+@pytest.mark.parametrize(("text", "speed"), [("2", 2.0), ("2.5", 2.5), (".5", 0.5), ("1e2", 100.0), ("3.", 3.0)])
+def test_a_plain_decimal_speed_is_taken(text, speed):
+    assert parse_stream_request(f"speed={text}", None, realtime=False, speed=1.0).speed == speed
+
+
+@pytest.mark.parametrize("timestamp", [10**400, -(10**400), 10**16, 1e300])
+def test_a_last_event_id_timestamp_out_of_range_is_refused(timestamp):
+    with pytest.raises(StreamRequestError, match="timestamp"):
+        parse_last_event_id(json.dumps([{"topic": TOPIC, "partition": 0, "timestamp": timestamp}]))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream_processor.sse_parser import SseEvent, SseParser
+from stream_processor.sse_parser import EventTooLarge, SseEvent, SseParser
 
 STREAM = (
     b":ok\n\n"
@@ -53,3 +54,15 @@ def test_a_ten_megabyte_line_in_small_chunks_comes_out_whole():
 
 def test_data_stays_bytes_even_when_it_is_not_utf8():
     assert list(SseParser().feed(b"data: caf\xe9\n\n")) == [SseEvent("message", b"caf\xe9", None)]
+
+
+def test_an_event_past_the_cap_raises_saying_so_whether_in_one_line_or_many():
+    endless = SseParser(max_event_bytes=1000)
+    with pytest.raises(EventTooLarge, match="has not ended"):
+        for _ in range(20):
+            list(endless.feed(b"data: " + b"x" * 100))  # no line ever ends
+    many_lines = SseParser(max_event_bytes=1000)
+    with pytest.raises(EventTooLarge):
+        for _ in range(40):
+            list(many_lines.feed(b"data: " + b"x" * 50 + b"\n"))  # lines end, the event does not
+    assert list(SseParser(max_event_bytes=1000).feed(b"data: x\n\n" * 200)) == [SseEvent("message", b"x", None)] * 200

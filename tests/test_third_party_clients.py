@@ -74,7 +74,9 @@ def test_curl_reads_the_stream_and_resumes_with_a_last_event_id_header(small_rec
         data = [line.removeprefix(b"data: ") for line in fields if line.startswith(b"data: ")]
         ids = [json.loads(line.removeprefix(b"id: ")) for line in fields if line.startswith(b"id: ")]
         assert data[:-1] == lines[first:]  # the recorded lines, byte for byte, then end's data
-        assert ids == [[{"topic": TOPIC, "partition": 0, "offset": o}] for o in range(first, len(lines))]
+        # Each event's id, then the end's: the last line's, so a reconnect after it is told 204.
+        offsets = [*range(first, len(lines)), len(lines) - 1]
+        assert ids == [[{"topic": TOPIC, "partition": 0, "offset": o}] for o in offsets]
         assert json.loads(data[-1]) == {"count": len(lines) - first, "offset": len(lines)}
 
 

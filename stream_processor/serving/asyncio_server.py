@@ -145,15 +145,39 @@ class AsyncioReplayServer:
     # -- HTTP ---------------------------------------------------------------------------
 
     async def asgi_app(self, scope: Scope, receive: Receive, send: Send_) -> None:
-        if scope["type"] in ("http", "websocket") and scope["path"].startswith("/socket.io/"):
-            await self._socketio(scope, receive, send)
+        """Every request. One that raises (a bug) is logged here and answered with a plain
+        JSON error, or closed if its answer had begun: no traceback reaches a client."""
+        try:
+            await self._answer(scope, receive, send)
+        except Exception:
+            log.exception("answering %s %.200r failed", scope.get("method", scope["type"]), scope.get("path"))
+            # uvicorn refuses a second start (RuntimeError) once an answer has begun, then closes the connection
+            with contextlib.suppress(Exception):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1011})
+                elif scope["type"] == "http":
+                    await _respond(send, http_endpoints.internal_error())
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send_) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            return  # lifespan is off; nothing else is expected
+        request = _http_request(scope)
+        if request.path.startswith("/socket.io/"):
+            upgrade = scope["type"] == "websocket"  # uvicorn makes a websocket scope of a valid upgrade only
+            refused = http_endpoints.socketio_refusal(self.core.settings, request, upgrade)
+            if refused is None:  # else engine.io never sees it
+                await self._socketio(scope, receive, send)
+            elif scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})  # uvicorn answers the upgrade 403
+            else:
+                await _respond(send, refused, head=request.method == "HEAD")
         elif scope["type"] == "http":
-            answer = http_endpoints.handle(self.core, _http_request(scope), AsyncWaker)
+            answer = http_endpoints.handle(self.core, request, AsyncWaker)
             if isinstance(answer, EventStream):
                 await self._event_stream(answer, receive, send)
             else:
-                await _respond(send, answer, head=scope["method"] == "HEAD")
-        elif scope["type"] == "websocket":
+                await _respond(send, answer, head=request.method == "HEAD")
+        else:
             await send({"type": "websocket.close", "code": 1008})  # no websocket here but Socket.IO's
 
     async def _socketio(self, scope: Scope, receive: Receive, send: Send_) -> None:
@@ -250,11 +274,16 @@ async def _send_chunk(send: Send_, chunk: bytes) -> None:
 
 
 def _http_request(scope: Scope) -> HttpRequest:
+    headers: dict[str, str] = {}
+    for raw_name, raw_value in scope["headers"]:
+        name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+        # A header sent twice is one, its values joined, as WSGI has it: two Hosts are malformed.
+        headers[name] = f"{headers[name]},{value}" if name in headers else value
     return HttpRequest(
-        method=scope["method"],
+        method=scope.get("method", "GET"),  # a websocket scope has none
         path=scope["path"],
         query_string=scope.get("query_string", b"").decode("latin-1"),
-        headers={name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]},
+        headers=headers,
         address=(scope.get("client") or ("?",))[0],
         scheme=scope.get("scheme", "http"),
     )

@@ -43,6 +43,7 @@ class ServerSettings:
     window: int = DEFAULT_WINDOW
     token: str | None = None
     cors_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()  # beside localhost and loopback addresses (see access.host_allowed)
     max_payload: int = DEFAULT_MAX_PAYLOAD
     subscribe_burst: int = DEFAULT_SUBSCRIBE_BURST
     subscribe_rate: float = DEFAULT_SUBSCRIBE_RATE

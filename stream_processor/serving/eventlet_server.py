@@ -7,6 +7,7 @@ turn, an eventlet event to wait on. Everything it decides comes from `core.py`.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -25,7 +26,7 @@ from stream_processor.serving import http_endpoints, socketio_json, sse
 from stream_processor.serving.access import offered_token
 from stream_processor.serving.core import Refused, ServingCore
 from stream_processor.serving.delivery import DELIVERY_KEY, Delivery, DeliverySessions, is_data_frame, polling_packets
-from stream_processor.serving.http_endpoints import EventStream, HttpRequest
+from stream_processor.serving.http_endpoints import EventStream, HttpRequest, HttpResponse
 from stream_processor.serving.replay_loop import Finish, Heartbeat, Send, Step, Wait
 from stream_processor.serving.socketio_messages import end_message, error_message, messages_for, packets_in
 from stream_processor.serving.subscriber import Subscriber
@@ -144,15 +145,31 @@ class EventletReplayServer:
     # -- HTTP ---------------------------------------------------------------------------
 
     def wsgi_app(self, environ: dict, start_response) -> Iterable[bytes]:
-        if environ.get("PATH_INFO", "").startswith("/socket.io/"):
+        """Every request. One that raises (a bug) is logged here and answered with a plain
+        JSON error: no traceback reaches a client (and eventlet's `debug` is off besides)."""
+        try:
+            return self._answer(environ, start_response)
+        except Exception:
+            log.exception("answering %s %.200r failed", environ.get("REQUEST_METHOD"), environ.get("PATH_INFO"))
+            if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
+                # The handshake may have been written already: close the connection, write nothing.
+                eventlet.wsgi.WSGI_LOCAL.already_handled = True
+                return []
+            return _respond(environ, start_response, http_endpoints.internal_error(), sys.exc_info())
+
+    def _answer(self, environ: dict, start_response) -> Iterable[bytes]:
+        request = _http_request(environ)
+        if request.path.startswith("/socket.io/"):
+            refused = http_endpoints.socketio_refusal(self.core.settings, request, _is_upgrade(request))
+            if refused is not None:  # engine.io never sees it
+                return _respond(environ, start_response, refused)
             return self._socketio(environ, start_response)
-        answer = http_endpoints.handle(self.core, _http_request(environ), GreenWaker)
+        answer = http_endpoints.handle(self.core, request, GreenWaker)
         if isinstance(answer, EventStream):
             environ["eventlet.minimum_write_chunk_size"] = 0  # each event goes out as it is yielded
             start_response("200 OK", answer.headers)
             return self._stream_body(answer)
-        start_response(answer.status_line, [*answer.headers, ("content-length", str(len(answer.body)))])
-        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [answer.body]
+        return _respond(environ, start_response, answer)
 
     def _stream_body(self, stream: EventStream) -> Iterator[bytes]:
         """An event stream's chunks: eventlet writes each as it is yielded, blocking this
@@ -170,6 +187,8 @@ class EventletReplayServer:
                     yield sse.HEARTBEAT
                 elif isinstance(step, Finish):
                     yield sse.end_event(step.count, step.offset)
+        except Exception:  # a bug: the stream just ends (its client resumes), the traceback goes to the log
+            log.exception("event stream %s failed", subscriber.id)
         finally:  # ended, or the client left (a write failed)
             self.core.leave(subscriber.id)
 
@@ -208,13 +227,28 @@ class EventletReplayServer:
         if on_listening:
             on_listening(f"http://{bound_host}:{bound_port}")
         eventlet.spawn(self._stop_when_requested, eventlet.greenthread.getcurrent())
-        eventlet.wsgi.server(listener, self.wsgi_app, log_output=False, custom_pool=_ConnectionPool())
+        eventlet.wsgi.server(
+            listener,
+            self.wsgi_app,
+            log_output=False,
+            custom_pool=_ConnectionPool(),
+            protocol=_HttpProtocol,
+            debug=False,  # True (its default) writes a traceback into a 500's body
+        )
 
     def _stop_when_requested(self, serving: Any) -> None:
         while not self._stop_requested:
             eventlet.sleep(STOP_POLL_S)
         self.core.stop_all()  # every replay ends at its next step
         serving.throw(KeyboardInterrupt)  # the WSGI server stops accepting and returns
+
+
+class _HttpProtocol(eventlet.wsgi.HttpProtocol):
+    """eventlet's HTTP, but a request line naming HTTP/2 or later is a 400, as uvicorn has it,
+    not the standard library's 505: a 5xx says the server failed, and it did not."""
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        super().send_error(400 if code == 505 else code, message, explain)
 
 
 class _ConnectionPool(eventlet.GreenPool):
@@ -224,6 +258,17 @@ class _ConnectionPool(eventlet.GreenPool):
     def waitall(self) -> None:
         with eventlet.Timeout(STOP_GRACE_S, False):
             super().waitall()
+
+
+def _respond(environ: dict, start_response, answer: HttpResponse, exc_info: Any = None) -> list[bytes]:
+    start_response(answer.status_line, [*answer.headers, ("content-length", str(len(answer.body)))], exc_info)
+    return [] if environ.get("REQUEST_METHOD") == "HEAD" else [answer.body]
+
+
+def _is_upgrade(request: HttpRequest) -> bool:
+    """A websocket upgrade, as eventlet's websocket handler tells one."""
+    connection = [token.strip() for token in request.headers.get("connection", "").lower().split(",")]
+    return "upgrade" in connection and request.headers.get("upgrade", "").lower() == "websocket"
 
 
 def _http_request(environ: dict) -> HttpRequest:

@@ -2,9 +2,11 @@
 an `HttpRequest` in, an `HttpResponse` (or, for an event stream, an `EventStream`: its
 subscriber and the steps the shell writes out) out.
 
-Every endpoint honours the same rules as Socket.IO: the token when one is set
-(`Authorization: Bearer TOKEN` or `?token=TOKEN`), and browsers from other origins
-only when listed (`--cors-origin`); the shells only translate their environ or scope.
+Every endpoint honours the same rules as Socket.IO: the Host must name this server
+(`--allowed-host`; the shells check it before engine.io sees a request, too), the token
+when one is set (`Authorization: Bearer TOKEN` or `?token=TOKEN`), and browsers from
+other origins only when listed (`--cors-origin`); the shells only translate their
+environ or scope.
 """
 
 from __future__ import annotations
@@ -14,12 +16,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import parse_qs
 
 from stream_processor.serving import sse
-from stream_processor.serving.access import offered_token, origin_allowed, token_accepted
-from stream_processor.serving.core import Refused, ServingCore
+from stream_processor.serving.access import host_allowed, host_name, offered_token, origin_allowed, token_accepted
+from stream_processor.serving.core import Refused, ServerSettings, ServingCore
 from stream_processor.serving.replay_loop import Step
 from stream_processor.serving.subscriber import Subscriber, Waker
+from stream_processor.serving.subscription import Subscription
 from stream_processor.web import SECURITY_HEADERS, STATUS_PAGE, static_file
 
 STATUS_PATH = "/status"
@@ -63,9 +67,41 @@ ACCESS_PATH = "/access"
 PAGE_HEADERS = [(name.lower(), value) for name, value in SECURITY_HEADERS.items()]
 
 
+def host_refusal(settings: ServerSettings, request: HttpRequest) -> HttpResponse | None:
+    """The answer to a request whose Host does not name this server (DNS rebinding: see
+    access.host_allowed), for every endpoint, Socket.IO's too; None for one that does.
+
+    403, as for a refused origin and on the run's dashboard: the request is understood and
+    refused. (421 Misdirected Request would invite a client to try another connection,
+    which reaches the same server.) A malformed Host, or two, is a 400 (RFC 9112, 3.2)."""
+    host = request.headers.get("host")
+    if host and host_name(host) is None:
+        return error_response(400, f"malformed Host header {host!r:.100}")
+    if not host_allowed(host, settings.allowed_hosts):
+        return error_response(
+            403, f"this server does not answer to host {host!r:.100}; name it with --allowed-host (DNS rebinding)"
+        )
+    return None
+
+
+def socketio_refusal(settings: ServerSettings, request: HttpRequest, upgrade: bool) -> HttpResponse | None:
+    """What a shell answers to a Socket.IO request before engine.io sees it, if anything: a
+    foreign Host (as everywhere), and `transport=websocket` on a request that is not a
+    websocket upgrade (`upgrade`: the shell's judgement), which engine.io answers with its
+    polling packets as the WSGI body (eventlet then fails: a 500) or with nothing (uvicorn: a 500)."""
+    if (refused := host_refusal(settings, request)) is not None:
+        return refused
+    transport = parse_qs(request.query_string).get("transport", ["polling"])[0]  # as engine.io reads it
+    if transport == "websocket" and not upgrade:
+        return error_response(400, "transport=websocket needs a websocket upgrade (Connection: Upgrade)")
+    return None
+
+
 def handle(core: ServingCore, request: HttpRequest, new_waker: Callable[[], Waker]) -> HttpResponse | EventStream:
     """Answer a plain-HTTP request (anything but Socket.IO)."""
     settings = core.settings
+    if (refused := host_refusal(settings, request)) is not None:
+        return refused
     if not origin_allowed(request.origin, request.scheme, request.headers.get("host"), settings.cors_origins):
         return error_response(403, f"origin {request.origin!r:.100} is not allowed (see --cors-origin)")
     cors = cors_headers(request)
@@ -102,15 +138,21 @@ def open_stream(
         )
     except sse.StreamRequestError as exc:
         return error_response(400, str(exc), cors)
-    if subscription.since is None and core.recording.ends_before(subscription.offset):
-        # Nothing left to send (a client resuming after the last event): 204 tells an
-        # EventSource to stop reconnecting.
+    if _nothing_left(core, subscription):
+        # Nothing left to send (a client resuming after the last event, or after the latest
+        # time): 204 tells an EventSource to stop reconnecting.
         return HttpResponse(204, b"", cors)
     try:
         subscriber, steps = core.open_stream(request.address, token, new_waker(), subscription)
     except Refused as exc:
         return error_response(429, str(exc), cors)
     return EventStream(subscriber, steps, [*STREAM_HEADERS, *cors])
+
+
+def _nothing_left(core: ServingCore, subscription: Subscription) -> bool:
+    if subscription.since is not None:
+        return core.recording.ends_before_time(subscription.since)
+    return core.recording.ends_before(subscription.offset)
 
 
 STREAM_HEADERS = [
@@ -140,6 +182,11 @@ def unauthorised() -> HttpResponse:
         "this server needs a token: Authorization: Bearer TOKEN, or ?token=TOKEN; wrong or missing",
         [("www-authenticate", 'Bearer realm="stream_processor"')],
     )
+
+
+def internal_error() -> HttpResponse:
+    """What a shell answers when answering raised (a bug): no traceback, which goes to the log."""
+    return error_response(500, "the server failed to answer this request; its log says why")
 
 
 def error_response(status: int, message: str, headers: list[tuple[str, str]] | None = None) -> HttpResponse:

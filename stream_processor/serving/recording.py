@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
 
 from stream_processor.records import Record, count_events, read_records
+from stream_processor.replay import event_time
 
 
 class Recording:
@@ -28,3 +30,17 @@ class Recording:
     def ends_before(self, offset: int) -> bool:
         """Whether a replay from `offset` has nothing left to send (never, when looping)."""
         return not (self.loop and self.events) and offset >= self.events
+
+    @cached_property
+    def latest_time(self) -> float | None:
+        """The latest time of any event (epoch seconds; None: no event has one). Timestamps
+        need not grow, so it is the greatest, not the last one's. Read on first use (a pass
+        over the recording, once), by the first request that resumes by time."""
+        times = (event_time(record.event) for record in read_records(self.path))
+        return max((moment for moment in times if moment is not None), default=None)
+
+    def ends_before_time(self, since: float) -> bool:
+        """Whether a replay from the first event at or after `since` has nothing to send:
+        no event is that late (so, looping or not, none ever will be)."""
+        latest = self.latest_time
+        return latest is None or since > latest

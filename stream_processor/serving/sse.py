@@ -13,7 +13,7 @@ after it. A line that cannot travel as SSE data, or is not an event, goes as
 `event: error` with the same id and JSON data {message, offset, line_number} plus the
 line itself (`line`, or `base64` when it is not UTF-8), so a client that keeps every
 line loses nothing. The end of a replay (not when looping) is `event: end` with
-{count, offset}, as on Socket.IO.
+{count, offset}, as on Socket.IO, and the id of the recording's last line.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +39,13 @@ CONTENT_TYPE = "text/event-stream; charset=utf-8"
 QUERY_FIELDS = (*FILTER_FIELDS, "since", "realtime", "speed", "token")
 MAX_QUERY_FIELDS = 200
 MAX_ID_CHARS = 2000
+MAX_SINCE_CHARS = 64
+# Numbers in a request are ASCII digits only, and short: `str.isdigit()` and `int()` take
+# "²" and "٣", `float()` takes "1_0" and " 1 "; each of those is a 400, never a 500.
+WHOLE = re.compile(r"-?[0-9]{1,9}")  # a namespace
+EPOCH_MS = re.compile(r"[0-9]{1,16}")  # `since` in epoch milliseconds (16 digits: past the year 300000)
+DECIMAL = re.compile(r"(?:[0-9]{1,20}(?:\.[0-9]{0,20})?|\.[0-9]{1,20})(?:[eE][-+]?[0-9]{1,3})?")  # `speed`
+MAX_TIMESTAMP_MS = 10**16  # a Last-Event-ID's `timestamp`, as `since`
 
 
 class StreamRequestError(ValueError):
@@ -74,25 +82,29 @@ def parse_last_event_id(text: str) -> Resume:
         offset, timestamp = position.get("offset"), position.get("timestamp")
         if _whole(offset) and offset >= 0:
             return Resume(offset=offset + 1)
-        if _number(timestamp):
+        if _number(timestamp) and abs(timestamp) < MAX_TIMESTAMP_MS:
             return Resume(since=timestamp / 1000)
-        raise StreamRequestError(f"Last-Event-ID's position for {TOPIC} needs an offset >= 0 or a timestamp in ms")
+        raise StreamRequestError(
+            f"Last-Event-ID's position for {TOPIC} needs an offset >= 0 or a timestamp in ms (below 10**16)"
+        )
     raise StreamRequestError(f"Last-Event-ID names no position in {TOPIC}")
 
 
 def parse_since(text: str) -> float:
     """`since`: ISO-8601 (a time without a zone is UTC) or epoch milliseconds; epoch seconds back."""
-    if text.isdigit():
-        if len(text) > 16:
-            raise StreamRequestError(f"since {text!r:.40} is too far in the future")
+    if EPOCH_MS.fullmatch(text):
         return int(text) / 1000
+    if text.isascii() and text.isdigit():  # digits, but too many of them
+        raise StreamRequestError(f"since {text!r:.40} is too far in the future")
     try:
+        if len(text) > MAX_SINCE_CHARS or not text.isascii():
+            raise ValueError
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+    except (ValueError, OverflowError):
         raise StreamRequestError(
             f"since must be ISO-8601 (2016-11-24T12:00:00Z) or epoch ms, not {text!r:.60}"
-        ) from None  # noqa: E501
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        ) from None
 
 
 # -- what a request asks for ------------------------------------------------------------
@@ -125,7 +137,7 @@ def _filter_value(name: str, values: list[str]) -> Any:
     """Query values (repeated, comma-separated, or both) as the filter's JSON-like value."""
     items = [item for value in values for item in value.split(",")]
     if name == "namespace":
-        if not all(item.lstrip("-").isdigit() and len(item) < 10 for item in items):
+        if not all(WHOLE.fullmatch(item) for item in items):
             raise StreamRequestError(f"namespace must be whole numbers, not {','.join(values)!r:.60}")
         return [int(item) for item in items]
     if name == "bot":
@@ -145,10 +157,7 @@ def _speed(query: dict[str, list[str]], default: float) -> float:
     if "speed" not in query:
         return default
     text = _single(query, "speed")
-    try:
-        speed = float(text)
-    except ValueError:
-        speed = math.nan
+    speed = float(text) if DECIMAL.fullmatch(text) else math.nan
     if not 0 < speed < math.inf:
         raise StreamRequestError(f"speed must be a positive number, not {text!r:.40}")
     return speed
@@ -183,7 +192,12 @@ def encode_record(record: Record) -> bytes:
 
 
 def end_event(count: int, offset: int) -> bytes:
-    return b"event: end\ndata: " + json.dumps({"count": count, "offset": offset}).encode() + b"\n\n"
+    """The end of a replay that covered the recording up to `offset` (one past its last
+    line). Its id names that last line, so a client that reconnects anyway (an EventSource
+    does, unless told to close) resumes past the end and is answered 204, even when no event
+    passed its filter."""
+    header = f"id: {event_id(offset - 1)}\n".encode() if offset > 0 else b""
+    return b"event: end\n" + header + b"data: " + json.dumps({"count": count, "offset": offset}).encode() + b"\n\n"
 
 
 def _not_an_event(record: Record) -> dict[str, Any]:
@@ -216,4 +230,5 @@ def _whole(value: Any) -> bool:
 
 
 def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # math.isfinite() raises on an int too large for a float: ints are finite anyway.
+    return _whole(value) or (isinstance(value, float) and math.isfinite(value))

@@ -53,7 +53,7 @@ def parse_subscription(payload: Any, realtime: bool, speed: float) -> Subscripti
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise SubscribeError(f"offset must be a whole number >= 0, not {offset!r:.40}")
     speed = payload.get("speed", speed)
-    if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < speed < float("inf"):
+    if isinstance(speed, bool) or not isinstance(speed, int | float) or not 0 < _as_float(speed) < float("inf"):
         raise SubscribeError(f"speed must be a positive number, not {speed!r:.40}")
     for flag in FLAGS:
         if not isinstance(payload.get(flag, False), bool):
@@ -74,3 +74,11 @@ def parse_subscription(payload: Any, realtime: bool, speed: float) -> Subscripti
         raw=payload.get("raw", False),
         batch=batch,
     )
+
+
+def _as_float(number: int | float) -> float:
+    """A JSON number as a float; an int too large for one (over 308 digits) is infinite, not an OverflowError."""
+    try:
+        return float(number)
+    except OverflowError:
+        return float("inf")
