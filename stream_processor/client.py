@@ -21,7 +21,7 @@ from typing import Any
 
 import socketio
 
-from stream_processor.protocol import NAMESPACE
+from stream_processor.protocol import DEFAULT_WINDOW, NAMESPACE
 from stream_processor.redaction import redact_text, safe_url
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,9 @@ class ReplayClient:
         token: str | None = None,
         batch: int = DEFAULT_BATCH,
         reconnect_delay_s: float = 0.2,  # before the first attempt after a drop; doubles up to 2 s
+        window: int = DEFAULT_WINDOW,  # events past the last acknowledged offset the server may send, at most
     ) -> None:
+        self.window = window
         self.url = url  # a token may be in its query: engine.io sends it on, as the server accepts
         self.shown_url = safe_url(url)  # what logs and messages name: no token, no password
         self.next_offset = start_offset  # the first offset not yet received
@@ -144,6 +146,7 @@ class ReplayClient:
 
     def _subscription(self) -> dict[str, Any]:
         request: dict[str, Any] = {"wikis": "*", "offset": self.next_offset, "with_offsets": True, "raw": True}
+        request["window"] = self.window  # the server holds us to the smaller of its window and ours
         if self.batch > 1:
             request["batch"] = self.batch
         if self.realtime is not None:

@@ -6,8 +6,9 @@ Both have the same interface: `connect()`, `inbox` (`Change`s, then `End`),
 `refusal`, `failure`, `resume_token(offset)`.
 
 Both hold at most a window of events past the last offset acknowledged, so memory stays
-flat however slow the run: the Socket.IO server stops sending at its window (counted from
-the client's acks), and the event-stream client stops reading its socket at `window`.
+flat however slow the run: the Socket.IO client subscribes with its `window`, and the server
+stops sending at the smaller of its own window and that one (counted from the client's
+acks); the event-stream client stops reading its socket at `window`.
 """
 
 from __future__ import annotations
@@ -88,5 +89,12 @@ def open_source(
             window=window,
         )
     return ReplayClient(
-        url, start_offset, realtime, speed, ack_every=ack_every, token=token, reconnect_delay_s=reconnect_delay_s
+        url,
+        start_offset,
+        realtime,
+        speed,
+        ack_every=ack_every,
+        token=token,
+        reconnect_delay_s=reconnect_delay_s,
+        window=window,
     )

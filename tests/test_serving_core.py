@@ -301,3 +301,25 @@ def test_a_recorded_line_goes_into_a_packet_as_it_is_and_decodes_to_the_same_eve
     assert packet == '["change",' + line + ",7]"
     assert socketio_json.loads(packet) == ["change", json.loads(line), 7]
     assert socketio_json.dumps(["error", {"message": "x"}]) == json.dumps(["error", {"message": "x"}])
+
+
+@pytest.mark.parametrize("window", [0, -1, True, "25", 2.5, 10**8, None])
+def test_a_subscribe_window_is_a_whole_number_within_bounds_or_none(window):
+    payload = {"with_offsets": True, "window": window}
+    if window is None:
+        assert parse_subscription(payload, realtime=False, speed=1.0).window_within(1000) == 1000
+        return
+    with pytest.raises(SubscribeError, match="window must be a whole number"):
+        parse_subscription(payload, realtime=False, speed=1.0)
+
+
+def test_a_client_that_asks_for_a_smaller_window_is_held_to_it_and_never_to_a_larger_one(tmp_path):
+    recording = recording_of(tmp_path, edits(20))
+    for asked, held_to in ((5, 5), (5000, 10)):
+        payload = {"with_offsets": True, "window": asked}
+        window = parse_subscription(payload, realtime=False, speed=1.0).window_within(10)
+        subscriber = Subscriber("a", SOCKETIO, "127.0.0.1", CountingWaker())
+        for step in start(subscriber, recording, payload, window=window):
+            if step == Wait(None):  # waits for an ack: the window is full
+                break
+        assert len(subscriber.unacked) == held_to, (asked, window)

@@ -243,6 +243,30 @@ def test_the_event_stream_source_stops_reading_at_its_window_and_goes_on_when_ac
 
 
 @in_each_async_mode
+def test_the_socketio_source_asks_the_server_for_its_own_window_and_gets_no_more(tmp_path):
+    """The Socket.IO client cannot stop reading (python-socketio answers pings on the same
+    connection): it subscribes with its window, and the server, whose own is 1000, holds it
+    to that one, counted from its acks."""
+    recording, lines = fat_loop(tmp_path)
+    with replay_server(recording, "--loop") as (url, _):
+        source = connected(url, window=25, ack_every=1)
+        try:
+            wait_until(lambda: source.inbox.qsize() == 25, timeout=10, message="a full window")
+            assert stalls(lambda: source.next_offset) == 25  # nothing past the window
+            (client,) = httpx.get(f"{url}/status", timeout=10).json()["clients"]
+            assert client["window"]["size"] == 25
+            first = [source.inbox.get_nowait() for _ in range(10)]
+            source.acknowledge(10, caught_up=False)  # written up to offset 9: room for ten more
+            wait_until(lambda: source.next_offset == 35, timeout=10, message="ten more sent")
+            assert stalls(lambda: source.next_offset) == 35
+            rest = [source.inbox.get_nowait() for _ in range(25)]
+        finally:
+            source.close()
+    assert [c.offset for c in first + rest] == list(range(35))
+    assert [c.line for c in first + rest] == [lines[offset % 20] for offset in range(35)]
+
+
+@in_each_async_mode
 def test_close_wakes_a_reader_waiting_at_its_window_at_once_and_leaves_no_thread(tmp_path):
     recording, _ = fat_loop(tmp_path)
     with replay_server(recording, "--loop") as (url, _):

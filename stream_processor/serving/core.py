@@ -130,7 +130,8 @@ class ServingCore:
             return str(exc)
         generation = subscriber.restart(subscription)
         pacing = Pacing(batch=subscription.batch or SOCKETIO_BATCH)
-        return replay(subscriber, generation, subscription, self.recording, self.settings.window, pacing, self.clock)
+        window = subscription.window_within(self.settings.window)
+        return replay(subscriber, generation, subscription, self.recording, window, pacing, self.clock)
 
     def ack(self, sid: str, args: tuple) -> str | None:
         """Take an `ack`; returns an error message for a bad one."""
@@ -188,5 +189,12 @@ class ServingCore:
             },
             "events_sent": self.events_sent,
             "pacing_error_ms": pacing_figures(self.pacing_error),
-            "clients": [subscriber.status(window, now) for subscriber in self.subscribers.values()],
+            "clients": [
+                subscriber.status(_window_of(subscriber, window), now) for subscriber in self.subscribers.values()
+            ],
         }
+
+
+def _window_of(subscriber: Subscriber, server_window: int) -> int:
+    """The window a subscriber is held to: the server's, or the smaller one it asked for."""
+    return subscriber.subscription.window_within(server_window) if subscriber.subscription else server_window

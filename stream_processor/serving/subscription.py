@@ -8,8 +8,9 @@ from typing import Any
 from stream_processor.serving.filters import EVERYTHING, FILTER_FIELDS, EventFilter, FilterError, parse_filter
 
 FLAGS = ("with_offsets", "realtime", "raw")
-FIELDS = (*FILTER_FIELDS, "offset", "speed", "batch", *FLAGS)
+FIELDS = (*FILTER_FIELDS, "offset", "speed", "batch", "window", *FLAGS)
 MAX_BATCH = 1000
+MAX_WINDOW = 10_000_000
 
 
 class SubscribeError(ValueError):
@@ -26,6 +27,11 @@ class Subscription:
     raw: bool = False
     batch: int | None = None  # changes come this many to a `changes` message, each as with `raw`
     since: float | None = None  # start at the first event at or after this time (epoch seconds)
+    window: int | None = None  # the client's own window: the server holds it to the smaller of its own and this
+
+    def window_within(self, server_window: int) -> int:
+        """Unacknowledged events this subscriber may have: the server's window, or the client's if smaller."""
+        return server_window if self.window is None else min(server_window, self.window)
 
     def matches(self, event: dict[str, Any] | None) -> bool:
         return self.filter.matches(event)
@@ -61,6 +67,11 @@ def parse_subscription(payload: Any, realtime: bool, speed: float) -> Subscripti
     batch = payload.get("batch")
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH):
         raise SubscribeError(f"batch must be a whole number from 1 to {MAX_BATCH}, not {batch!r:.40}")
+    window = payload.get("window")
+    if window is not None and (
+        isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW
+    ):
+        raise SubscribeError(f"window must be a whole number from 1 to {MAX_WINDOW}, not {window!r:.40}")
     try:
         event_filter = parse_filter({key: payload[key] for key in FILTER_FIELDS if key in payload})
     except FilterError as exc:
@@ -73,6 +84,7 @@ def parse_subscription(payload: Any, realtime: bool, speed: float) -> Subscripti
         speed=float(speed),
         raw=payload.get("raw", False),
         batch=batch,
+        window=window,
     )
 
 
