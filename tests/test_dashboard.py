@@ -18,7 +18,7 @@ from pages import canvas, number, screenshot, text
 
 from stream_processor.dashboard import Dashboard
 from stream_processor.generate import generate_events
-from stream_processor.observations import CoreState, HeadOfLine, RunObservations
+from stream_processor.observations import CoreState, HeadOfLine, RunObservations, WorkerOn
 from stream_processor.trace import LatencyPoint, RunTrace
 
 TOKEN = "s3cret-token"
@@ -222,8 +222,10 @@ def test_an_ideal_that_comes_late_still_reaches_a_page_that_is_past_its_time():
 def test_an_open_page_gets_the_final_summary_and_the_end_when_the_run_is_over(serve):
     clock = FakeClock(0.0)
     observations = observations_with_a_run(clock)
-    head = HeadOfLine(7, 123, "A title", read_at=-3.0, state="running", attempts=0, done_behind=4, head_since=-2.5)
-    observations.on_state(CoreState(5, 4, 7, 1, head, 1, None, None))
+    head = HeadOfLine(
+        7, 123, "A title", read_at=-3.0, state="running", attempts=0, done_behind=4, head_since=-2.5, worker="h:1"
+    )
+    observations.on_state(CoreState(5, 4, 7, 1, head, 1, None, None, running=(WorkerOn("h:1", 7, -1.5),)))
     dashboard = serve(observations, snapshot_every_s=30)  # only the run's end can wake it in time
     stream = Stream(dashboard.port)
     try:
@@ -237,7 +239,10 @@ def test_an_open_page_gets_the_final_summary_and_the_end_when_the_run_is_over(se
             "state": "running",
             "attempts": 0,
             "done_behind": 4,
+            "worker": "h:1",
+            "running_s": None,  # not yet said by its worker
         }
+        assert live["workers"]["h:1"]["on"] == {"offset": 7, "for_s": 1.5}
         observations.final = {"events": 12, "errors": 0}
         started = time.monotonic()
         closer = threading.Thread(target=dashboard.close)
