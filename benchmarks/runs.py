@@ -34,14 +34,22 @@ Watch = Callable[[int], None]  # called with the run's pid while it runs
 
 
 def run_and_report(
-    script: str, args: list[str], workdir: Path, name: str, timeout_s: float, watch: Watch | None = None
+    script: str,
+    args: list[str],
+    workdir: Path,
+    name: str,
+    timeout_s: float,
+    watch: Watch | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """`python ROOT/script ARGS --report ...` to the end; return its JSON report."""
     report_path = workdir / f"{name}.report.json"
     command = [sys.executable, str(ROOT / script), *args, "--no-progress", "--report", str(report_path)]
     stderr_path = workdir / f"{name}.stderr"
     with open(workdir / f"{name}.stdout", "wb") as stdout, open(stderr_path, "wb") as stderr:
-        process = processes.spawn(command, cwd=workdir, env=_run_environment(), stdout=stdout, stderr=stderr)
+        process = processes.spawn(
+            command, cwd=workdir, env={**_run_environment(), **(env or {})}, stdout=stdout, stderr=stderr
+        )
         try:
             _wait(process, timeout_s, watch)
         finally:

@@ -4,7 +4,10 @@ beside the same run without the page)."""
 
 from __future__ import annotations
 
+import json
 import statistics
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +20,9 @@ from benchmarks.floor import celery_floor
 from benchmarks.memory import RssSampler
 from benchmarks.page_watch import CpuWatch, PageWatch, both, free_port
 from benchmarks.recordings import Recording, write_zero_wait_recording
-from benchmarks.runs import RunFailed, Watch, run_and_report
+from benchmarks.runs import ROOT, RunFailed, Watch, run_and_report
 from benchmarks.settings import Settings
+from benchmarks.tasks import ENDS_ENV
 from stream_processor.records import read_records
 
 MEMORY_GROWTH_TARGET = 0.2  # RSS at the end of the stream within 20 % of RSS at its first checkpoint
@@ -56,6 +60,44 @@ class Workspace:
     def output(self, name: str) -> Path:
         """Where run `name` writes its results."""
         return self.directory / f"{name}.out.json"
+
+
+class LineTimes:
+    """When each line of a file appears (the wall clock), watched every millisecond or two
+    on a thread while the `with` block runs."""
+
+    POLL_S = 0.001
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.at: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> LineTimes:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        stream = None
+        try:
+            while True:
+                stopping = self._stop.is_set()  # one last look after the run, then done
+                if stream is None and self.path.exists():
+                    stream = open(self.path, "rb")  # noqa: SIM115 - kept open across polls, closed below
+                if stream is not None:
+                    new_lines = stream.read().count(b"\n")  # only what was appended since
+                    self.at += [time.time()] * new_lines
+                if stopping:
+                    return
+                self._stop.wait(self.POLL_S)
+        finally:
+            if stream is not None:
+                stream.close()
 
 
 def batch(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
@@ -194,6 +236,76 @@ def short_tasks(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def heavy_tail(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
+    """A scorer's heavy tail in file mode: every event of the recording takes 20 ms but one,
+    which takes 12 s. In default batches (beside --batch-max 1, and the ideal of each
+    mode): order none's p99 and span; in total order, how long after its own end each
+    event before the slow one is written (its batch-mates must not wait for it)."""
+    settings = workspace.settings
+    recording = _heavy_tail_recording(workspace)
+    durations = Recording.load(recording).durations(1.0)
+    workers, rows = settings.heavy_workers, []
+    arrivals = [0.0] * len(durations)
+    for order in ("none", "total"):
+        ideal_latencies = ideals.mode_latencies(durations, workers, arrivals, [None] * len(durations), order)
+        for batch_max in (1, None):
+            name = f"heavy-{broker.kind}-{order}-{batch_max or 'batches'}"
+            ends, written = workspace.directory / f"{name}.ends", LineTimes(workspace.output(name))
+            flags = [] if batch_max is None else ["--batch-max", str(batch_max)]
+            with written:
+                report = _run(
+                    "run.py",
+                    workspace,
+                    name,
+                    ["--input", str(recording), "--workers", str(workers), "--order", order, *flags]
+                    + ["--task", "benchmarks.tasks:wait_and_note_the_end"],
+                    broker,
+                    expected_events=len(durations),
+                    timeout_s=_STARTUP_S + 5 * ideals.makespan(durations, workers),
+                    env={ENDS_ENV: str(ends), "PYTHONPATH": str(ROOT)},
+                )
+            rows.append(
+                {
+                    "broker": broker.kind,
+                    "workers": workers,
+                    "order": order,
+                    "batching": "on (default)" if batch_max is None else "off (--batch-max 1)",
+                    **_counts(report),
+                    "span_s": report["span_s"],
+                    "ideal_span_s": round(ideals.makespan(durations, workers), 4),
+                    **_latencies(report, ideal_latencies),
+                    "results_per_message": report["replies"]["results_per_message"],
+                    "handed_back": report["replies"]["handed_back"],
+                    "worst_wait_before_slow_s": _worst_wait(written, ends, settings.heavy_slow_offset)
+                    if order == "total"
+                    else None,
+                }
+            )
+    return rows
+
+
+def _heavy_tail_recording(workspace: Workspace) -> Path:
+    settings = workspace.settings
+    path = workspace.directory / "heavy-tail.json"
+    events = [event for event in workspace.recording.events if event is not None]  # lines a run can send
+    with open(path, "w") as stream:
+        for n, event in enumerate(events):  # n: the event's offset in this recording
+            wait = settings.heavy_slow_s if n == settings.heavy_slow_offset else settings.heavy_short_s
+            stream.write(json.dumps({**event, "n": n, "wait": wait}) + "\n")
+    return path
+
+
+def _worst_wait(written: LineTimes, ends_path: Path, slow_offset: int) -> float | None:
+    """Total order: the longest any event before the slow one waited, from its own end to
+    its line written (the lines are in input order, so line i is offset i)."""
+    ended = {}
+    for line in ends_path.read_text().splitlines():
+        n, at = line.split()
+        ended[int(n)] = float(at)
+    waits = [written.at[n] - ended[n] for n in range(min(slow_offset, len(written.at)))]
+    return round(max(waits), 4) if waits else None
 
 
 def orders(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
@@ -406,6 +518,7 @@ SCENARIOS: dict[str, Scenario] = {
     "realtime": realtime,
     "throughput": throughput,
     "short": short_tasks,
+    "heavy-tail": heavy_tail,
     "order": orders,
     "order-batch": order_batch,
     "memory": memory,
@@ -428,13 +541,13 @@ def _run(
     expected_events: int,
     timeout_s: float,
     watch: Watch | None = None,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One run of `script`; its output is deleted afterwards (a long stream's output is big)."""
     output = workspace.output(name)
     try:
-        report = run_and_report(
-            script, [*args, "--output", str(output), *broker.run_flags()], workspace.directory, name, timeout_s, watch
-        )
+        args = [*args, "--output", str(output), *broker.run_flags()]
+        report = run_and_report(script, args, workspace.directory, name, timeout_s, watch, env)
     finally:
         output.unlink(missing_ok=True)
     if report["events"] != expected_events:

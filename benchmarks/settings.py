@@ -32,6 +32,10 @@ class Settings:
     cluster_hosts: int = 3  # cluster: worker hosts (network namespaces), each with
     cluster_concurrency: int = 4  # this many pool processes
     cluster_time_scale: float = 0.4  # a run of the recording lasts about 40 s
+    heavy_workers: int = 12  # heavy tail: file mode, the recording's events take `heavy_short_s`,
+    heavy_short_s: float = 0.02  # but the one at `heavy_slow_offset` takes `heavy_slow_s`
+    heavy_slow_s: float = 12.0
+    heavy_slow_offset: int = 200
     smoke: bool = False
 
     @property
@@ -63,5 +67,6 @@ SMOKE = Settings(
     dashboard_repeats=2,
     server_rate_events=5_000,
     pacing_events=20,  # about ten seconds at 1x
+    heavy_slow_s=2.0,
     smoke=True,
 )

@@ -37,7 +37,7 @@ def run_suite(
     }
     with tempfile.TemporaryDirectory(prefix="stream-processor-bench-") as directory:
         workspace = Workspace(Path(directory), settings)
-        replays_recording = {"batch", "realtime", "short", "order", "order-batch"} & set(scenarios)
+        replays_recording = {"batch", "realtime", "short", "heavy-tail", "order", "order-batch"} & set(scenarios)
         results["recording_events"] = len(workspace.recording) if replays_recording else None
         for name in scenarios:
             for broker in [None] if name in WITHOUT_BROKER else brokers:

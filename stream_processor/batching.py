@@ -9,10 +9,15 @@ nothing; for events that take microseconds it is everything. So:
   batch that was already waiting), which grows when the machine is busy;
 - a batch holds as many events as fit in its target run time: `target_s`, or more if
   the handoff would otherwise cost over `OVERHEAD_SHARE` of the batch's time; between 1
-  and `batch_max`. Events that take seconds go one per task, as they always did;
+  and `batch_max`. Events that take seconds go one per task, as they always did. In
+  total order a batch runs `TOTAL_ORDER_BATCH_MAX_S` at most: its events end one after
+  another on one worker, and every line after them waits for its last;
 - a full batch leaves at once; a smaller one leaves at once if a worker is idle (fewer
   batches out than workers), else it waits for a worker to free up, but never longer
   than `linger_s` after its oldest event became ready;
+- when one event of a batch runs `HANDBACK_FACTOR` times as long as the whole batch was
+  expected to take (and at least `HANDBACK_MIN_S`), the worker hands back the events it
+  has not started, and they go to free workers (see batch_run.py);
 - at most `outstanding_per_worker` batches per worker are out at a time (one until run
   times are known), so the events behind them stay here, where they can still join a
   bigger batch. In key mode, once events are long, one: a task queued at the broker
@@ -39,6 +44,9 @@ MAX_HANDOFF_S = 0.1  # a longer gap is not Celery's cost but something else (a s
 SLOW_START_GROWTH = 4  # a batch may be this many times the biggest one that has come back
 LONG_EVENT_HANDOFFS = 100  # an event this many handoffs long hardly notices a round trip between tasks
 ASSUMED_HANDOFF_S = 0.003  # Celery's usual handoff on a quiet machine, until one is measured
+TOTAL_ORDER_BATCH_MAX_S = 0.05  # total order: a batch's events finish in turn, the next batch's wait for them
+HANDBACK_FACTOR = 2  # an event that runs twice as long as its whole batch should take has overrun
+HANDBACK_MIN_S = 0.05  # never sooner: on a busy machine a short event can take a few ms more
 
 
 @dataclass
@@ -48,6 +56,7 @@ class BatchPolicy:
     target_s: float = DEFAULT_TARGET_S
     outstanding_per_worker: int = 2
     keyed: bool = False  # key mode: events become startable out of offset order (see max_outstanding)
+    in_total_order: bool = False  # total order: a batch's run time is a wait for the lines after it
     mean_run_s: float | None = None  # EWMA of the measured run time of one event
     events_measured: int = 0
     largest_done: int = 0  # the biggest batch that has come back: sizes grow from there, doubling
@@ -74,8 +83,11 @@ class BatchPolicy:
 
     @property
     def batch_target_s(self) -> float:
-        """The run time a batch is sized for: long enough that the handoff stays a small share."""
-        return max(self.target_s, (self.handoff_s or 0.0) / OVERHEAD_SHARE)
+        """The run time a batch is sized for: long enough that the handoff stays a small share.
+        In total order no longer than `TOTAL_ORDER_BATCH_MAX_S` (unless `target_s` says so):
+        the next batch's events, run meanwhile on another worker, wait for this one's last."""
+        target = max(self.target_s, (self.handoff_s or 0.0) / OVERHEAD_SHARE)
+        return min(target, max(self.target_s, TOTAL_ORDER_BATCH_MAX_S)) if self.in_total_order else target
 
     def size(self, running_s: float = 0.0) -> int:
         """Events per batch now: as many as fit in the target run time (1 until measured).
@@ -94,6 +106,14 @@ class BatchPolicy:
             fitting = round(self.batch_target_s / mean_run_s)
         # Slow start: an estimate from a few events can be far off; sizes grow per round trip.
         return max(1, min(self.batch_max, fitting, SLOW_START_GROWTH * self.largest_done))
+
+    def handback_after_s(self, events: int, running_s: float = 0.0) -> float | None:
+        """How long one event of a batch of `events` may run before the worker hands back
+        the rest (None for a single event: nothing to hand back)."""
+        if events <= 1:
+            return None
+        expected_s = events * max(self.mean_run_s or 0.0, running_s)
+        return max(HANDBACK_MIN_S, HANDBACK_FACTOR * expected_s)
 
     def observe_batch(self, events: int) -> None:
         """A batch of `events` came back."""

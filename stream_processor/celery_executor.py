@@ -3,11 +3,12 @@ of our own.
 
 Each task (one batch) is sent with `reply_to` naming a queue this client declared; the
 worker's rpc:// result backend publishes the task's final state there, whatever it is
-(success, exception, time limit, lost worker). A consumer thread receives those messages
-as the broker delivers them: no per-task polling of a result store. A reply is matched
-to its batch by task id; the first reply for a batch counts, any later one is dropped
-and counted (`late_replies_dropped`): a redelivered task, or a host cut off from the
-broker that comes back and publishes what another host already did.
+(success, exception, time limit, lost worker), and, while a batch runs, a report of its
+events as they end (state EVENTS_ENDED: see batch_run.py). A consumer thread receives
+those messages as the broker delivers them: no per-task polling of a result store. A
+reply is matched to its batch by task id; the first final reply for a batch counts, any
+later one is dropped and counted (`late_replies_dropped`): a redelivered task, or a host
+cut off from the broker that comes back and publishes what another host already did.
 """
 
 from __future__ import annotations
@@ -24,8 +25,17 @@ from kombu import Connection, Queue
 from kombu.mixins import ConsumerMixin
 
 from stream_processor.execution import FAILED, INVALID, TIMED_OUT
-from stream_processor.executor import LOST, Completion, EventTask, OnComplete, completions_of, follows_of
-from stream_processor.tasks import DEFAULT_TASK, QUEUE, TASK_NAME, make_app
+from stream_processor.executor import (
+    LOST,
+    Batch,
+    Completion,
+    OnComplete,
+    Reply,
+    completions_of,
+    follows_of,
+    well_formed,
+)
+from stream_processor.tasks import DEFAULT_TASK, EVENTS_ENDED, QUEUE, TASK_NAME, make_app
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +78,7 @@ class CeleryExecutor:
         self._task_kwargs = {"time_scale": time_scale, "expect": task_path, "timeout_s": task_timeout_s}
         self.run_id = uuid.uuid4().hex[:12]
         self._sequence = itertools.count()
-        self._in_flight: dict[str, list[EventTask]] = {}  # task id -> its batch, until its reply
+        self._in_flight: dict[str, Batch] = {}  # task id -> its batch, until its final reply
         self.late_replies_dropped = 0  # replies for a task of ours already answered (reply thread only)
         self.reply_queue = Queue(
             f"stream_processor.replies.{self.run_id}",
@@ -85,7 +95,7 @@ class CeleryExecutor:
         self._collector = _ReplyCollector(
             Connection(self.app.conf.broker_url, transport_options=self._transport_options()),
             self.reply_queue,
-            self._reply_to_completions,
+            self._to_reply,
             on_complete,
         )
         self._thread = threading.Thread(
@@ -99,28 +109,31 @@ class CeleryExecutor:
     def _transport_options(self) -> dict[str, Any]:
         return dict(self.app.conf.broker_transport_options or {})
 
-    def submit(self, batch: list[EventTask]) -> None:
+    def submit(self, batch: Batch) -> None:
         task_id = f"{self.run_id}.{next(self._sequence)}"
         self._in_flight[task_id] = batch  # before sending: the reply may come back at once
+        tasks = batch.tasks
         self.app.send_task(
             TASK_NAME,
-            args=([task.line for task in batch],),
+            args=([task.line for task in tasks],),
             kwargs=self._kwargs_for(batch),
             task_id=task_id,
             queue=self.queue,
             reply_to=self.reply_queue.name,
             producer=self._sending_producer(),
             # Celery would otherwise repr() every line into the message headers, for logs.
-            argsrepr=f"({len(batch)} events from offset {batch[0].offset},)",
+            argsrepr=f"({len(tasks)} events from offset {tasks[0].offset},)",
             kwargsrepr="",
-            **batch_hard_limit(self.task_timeout_s, len(batch)),
+            **batch_hard_limit(self.task_timeout_s, len(tasks)),
         )
 
-    def _kwargs_for(self, batch: list[EventTask]) -> dict[str, Any]:
+    def _kwargs_for(self, batch: Batch) -> dict[str, Any]:
         kwargs = {**self._task_kwargs, "sent_at": time.time()}
-        follows = follows_of(batch)
+        follows = follows_of(batch.tasks)
         if follows:
             kwargs["follows"] = follows
+        if batch.handback_after_s is not None and len(batch.tasks) > 1:
+            kwargs["handback_after_s"] = batch.handback_after_s
         return kwargs
 
     def _sending_producer(self):
@@ -133,23 +146,36 @@ class CeleryExecutor:
     def batches_in_flight(self) -> int:
         return len(self._in_flight)
 
-    def _reply_to_completions(self, task_id: str, status: str, result: Any) -> list[Completion] | None:
-        """The completions a final reply stands for, or None for a reply already counted
-        (a repeat after a redelivery, a worker that comes back late) or not ours."""
+    def _to_reply(self, task_id: str, status: str, result: Any) -> Reply | None:
+        """The reply a result message stands for, or None: a report for a batch already
+        answered (it overtook nothing: the final reply carried it all), a final reply
+        already counted (a repeat after a redelivery, a worker that comes back late), or
+        a message that is not ours."""
+        if status == EVENTS_ENDED:
+            batch = self._in_flight.get(task_id)
+            return None if batch is None else _report_of(batch, result)
         batch = self._in_flight.pop(task_id, None)
         if batch is None:
-            if task_id.startswith(f"{self.run_id}."):
+            if task_id.startswith(f"{self.run_id}.") and status in states.READY_STATES:
                 self.late_replies_dropped += 1
                 log.info("dropped a late reply for task %s: already answered", task_id)
             return None
+        tasks = batch.tasks
         if status == states.SUCCESS:
             result = result if isinstance(result, dict) else {}
             worker = result.get("worker")
-            return completions_of(
-                batch, result.get("outcomes"), worker if isinstance(worker, str) else None, _handoff_s(result)
+            handed_back = _indexes(result.get("handed_back"), len(tasks))
+            completions = completions_of(
+                tasks,
+                result.get("outcomes"),
+                worker if isinstance(worker, str) else None,
+                _handoff_s(result),
+                handed_back,
             )
-        kind, why = _failure_of(status, result, self.task_timeout_s, len(batch))
-        return [Completion(task.offset, kind, why) for task in batch]
+            back = tuple(tasks[index].offset for index in handed_back)
+            return Reply(batch.id, completions, back, redelivered=result.get("redelivered") is True)
+        kind, why = _failure_of(status, result, self.task_timeout_s, len(tasks))
+        return Reply(batch.id, [Completion(task.offset, kind, why) for task in tasks])
 
     def close(self) -> None:
         if self._producer is not None:
@@ -178,10 +204,10 @@ def delete_queue(broker_url: str, queue: Queue) -> None:
 class _ReplyCollector(ConsumerMixin):
     """Consumes rpc:// result messages and turns final states into completions."""
 
-    def __init__(self, connection: Connection, queue: Queue, to_completions, on_complete: OnComplete):
+    def __init__(self, connection: Connection, queue: Queue, to_reply, on_complete: OnComplete):
         self.connection = connection
         self.queue = queue
-        self.to_completions = to_completions
+        self.to_reply = to_reply
         self.on_complete = on_complete
         self.ready = threading.Event()
 
@@ -195,11 +221,48 @@ class _ReplyCollector(ConsumerMixin):
         log.warning("broker connection lost (%s); retrying in %.1f s", exc, interval)
 
     def on_reply(self, body: Any, message) -> None:
-        if not isinstance(body, dict) or body.get("status") not in states.READY_STATES:
-            return  # STARTED and the like: not done yet
-        completions = self.to_completions(str(body.get("task_id")), body["status"], body.get("result"))
-        if completions:
-            self.on_complete(completions)
+        if not isinstance(body, dict) or body.get("status") not in (*states.READY_STATES, EVENTS_ENDED):
+            return  # STARTED and the like: nothing to act on
+        reply = self.to_reply(str(body.get("task_id")), body["status"], body.get("result"))
+        if reply is not None:
+            self.on_complete(reply)
+
+
+def _report_of(batch: Batch, result: Any) -> Reply | None:
+    """A running batch's report: its events that ended (each [index, kind, value, run_s])
+    and those handed back; None if it is not well formed (the final reply will say)."""
+    tasks = batch.tasks
+    if not isinstance(result, dict) or not isinstance(result.get("ended"), list):
+        return None
+    worker = result.get("worker") if isinstance(result.get("worker"), str) else None
+    completions = []
+    for item in result["ended"]:
+        if not isinstance(item, list) or len(item) != 4 or not _indexes(item[:1], len(tasks)):
+            return None
+        index, *outcome = item
+        if not well_formed(outcome):
+            return None
+        completions.append(Completion(tasks[index].offset, *outcome, worker))
+    back = tuple(tasks[index].offset for index in _indexes(result.get("handed_back"), len(tasks)))
+    return Reply(batch.id, completions, back, final=False, running=_running(result, tasks), worker=worker)
+
+
+def _running(result: dict[str, Any], tasks: list) -> tuple[int, float] | None:
+    """(offset, seconds it has run) of the event a report names as running, if well formed."""
+    running = result.get("running")
+    if not isinstance(running, list) or len(running) != 2 or not _indexes(running[:1], len(tasks)):
+        return None
+    seconds = running[1]
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 <= seconds < float("inf"):
+        return None
+    return tasks[running[0]].offset, float(seconds)
+
+
+def _indexes(value: Any, size: int) -> tuple[int, ...]:
+    """Indexes into a batch of `size`, from a message: well-formed ones only."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(i for i in value if isinstance(i, int) and not isinstance(i, bool) and 0 <= i < size)
 
 
 def _handoff_s(result: dict[str, Any]) -> float | None:

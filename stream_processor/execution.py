@@ -26,6 +26,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from stream_processor.batch_run import BatchRun
+
 DONE, FAILED, TIMED_OUT, INVALID, SKIPPED = "done", "failed", "timed_out", "invalid", "skipped"
 
 Outcome = list  # [kind, value, run_s]: a list, as it travels in JSON
@@ -77,22 +79,28 @@ def run_events(
     timeout_s: float | None = None,
     call_kwargs: dict[str, Any] | None = None,
     follows: list[int] | None = None,
-) -> list[Outcome]:
+    run: BatchRun | None = None,
+) -> list[Outcome | None]:
     """One outcome per line, in order. A batch function gets them all in one call; if it
     raises or returns a list of another length, each event is run alone instead.
-    `follows[i]` is the index of the event line i must follow (same key), or -1."""
+    `follows[i]` is the index of the event line i must follow (same key), or -1.
+    `run`: says which event starts next and hears each one end (see batch_run.py); the
+    events it hands back are not run, and their outcome is None."""
     call_kwargs = call_kwargs or {}
     if is_batch_function(function) and len(lines) > 1:
         outcomes = _run_as_batch(function, lines, timeout_s, call_kwargs)
         if outcomes is not None and not _any_failed_in_a_chain(outcomes, follows):
             return outcomes
-    outcomes: list[Outcome] = []
-    for index, line in enumerate(lines):
+    run = run or BatchRun(len(lines))
+    outcomes: list[Outcome | None] = [None] * len(lines)
+    while (index := run.start_next()) is not None:
         before = follows[index] if follows and 0 <= follows[index] < index else -1
-        if before >= 0 and outcomes[before][0] in (FAILED, SKIPPED):
-            outcomes.append([SKIPPED, "the event before it with the same key failed; it waits for its retry", 0.0])
+        if before >= 0 and outcomes[before][0] in (FAILED, SKIPPED):  # started: a hand-back takes a suffix
+            outcome = [SKIPPED, "the event before it with the same key failed; it waits for its retry", 0.0]
         else:
-            outcomes.append(_run_one(function, line, timeout_s, call_kwargs))
+            outcome = _run_one(function, lines[index], timeout_s, call_kwargs)
+        outcomes[index] = outcome
+        run.ended(index, outcome)
     return outcomes
 
 

@@ -40,10 +40,21 @@ class HeadOfLine:
     event_id: Any
     title: str | None
     read_at: float
-    state: str  # queued, running, retrying, waiting for its key, done (total order: written with its turn)
+    state: str  # queued, running, waiting in its batch behind another, handed back, retrying, waiting for its key, done
     attempts: int
     done_behind: int  # events finished after it, waiting for it (total) or ahead of the watermark
     head_since: float | None = None  # when it became the head: the line has not moved since
+    worker: str | None = None  # the worker process it runs or waits on, once that is known
+    running_since: float | None = None  # when it started, once its worker has said it runs
+
+
+@dataclass(frozen=True)
+class WorkerOn:
+    """A worker process and the event it has said it runs, since when."""
+
+    worker: str
+    offset: int
+    since: float
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,10 @@ class CoreState:
     handoff_s: float | None
     duplicates_dropped: int = 0  # completions for offsets already done (the core drops them)
     late_replies_dropped: int = 0  # replies for a task already answered (the executor drops them)
+    running: tuple[WorkerOn, ...] = ()  # events workers have said they run (long ones), by worker
+    replies: int = 0  # messages back for batches: reports while they run, and final replies
+    results_back: int = 0  # events those told of for the first time
+    handed_back: int = 0  # events workers gave back unstarted, when one of their batch overran
 
 
 @dataclass
@@ -209,10 +224,15 @@ class RunObservations:
                 "events": seen.events,
                 "busy_s": round(seen.busy_s, 3),
                 "idle_for_s": round(now - seen.last_seen_at, 1),
+                "on": None,
             }
             for worker, seen in list(self.workers.items())
             if now - seen.last_seen_at < WORKER_SEEN_S
         }
+        for on in state.running if state else ():
+            row = workers.setdefault(on.worker, {"events": 0, "busy_s": 0.0, "idle_for_s": 0.0, "on": None})
+            row["on"] = {"offset": on.offset, "for_s": round(now - on.since, 1)}
+            row["idle_for_s"] = 0.0
         return {
             "at_s": round(self._since_start(now), 3),
             "received": self.received,
@@ -254,4 +274,6 @@ def _head_view(head: HeadOfLine | None, now: float) -> dict[str, Any] | None:
         "state": head.state,
         "attempts": head.attempts,
         "done_behind": head.done_behind,
+        "worker": head.worker,
+        "running_s": None if head.running_since is None else round(now - head.running_since, 3),
     }

@@ -16,6 +16,7 @@ window. Bad input never reaches the executor: its error record completes in plac
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 import logging
 import queue
@@ -28,9 +29,9 @@ from typing import Any, Protocol
 
 from stream_processor.batching import BatchPolicy
 from stream_processor.execution import DONE, FAILED, SKIPPED, TIMED_OUT
-from stream_processor.executor import LOST, Completion, EventTask, Executor
-from stream_processor.observations import CoreState, HeadOfLine
-from stream_processor.ordering import KEY, OrderMode
+from stream_processor.executor import LOST, Batch, Completion, EventTask, Executor, Reply
+from stream_processor.observations import CoreState, HeadOfLine, WorkerOn
+from stream_processor.ordering import KEY, TOTAL, OrderMode
 from stream_processor.records import Record
 from stream_processor.retries import RetryPolicy
 
@@ -70,12 +71,13 @@ def error_record(offset: int, message: str, event_id: Any = NO_ID) -> dict[str, 
     return record
 
 
-QUEUED, RUNNING, RETRYING, WAITING_FOR_KEY, DONE_WAITING = (
+QUEUED, RUNNING, RETRYING, WAITING_FOR_KEY, DONE_WAITING, HANDED_BACK = (
     "queued",
     "running",
     "retrying",
     "waiting for its key",
     "done, waiting for its turn",
+    "handed back, queued again",
 )
 
 
@@ -88,6 +90,22 @@ class _Entry:
     read_at: float
     attempts: int = 0  # runs that failed or died so far
     state: str = QUEUED  # what it waits for, for the head of the line
+
+
+@dataclass(slots=True)
+class _BatchOut:
+    """A batch sent and not yet over: when it left, its offsets (in the order it runs
+    them), those not yet back, and what its worker has said of it."""
+
+    sent_at: float
+    offsets: tuple[int, ...]
+    waiting: set[int]
+    worker: str | None = None
+    running: tuple[int, float] | None = None  # (offset, since): the event it said it runs
+
+    def first_waiting(self) -> int | None:
+        """The event of it that runs now, as far as we know: the first not yet back."""
+        return next((offset for offset in self.offsets if offset in self.waiting), None)
 
 
 class StreamProcessor:
@@ -116,6 +134,7 @@ class StreamProcessor:
         self.workers = workers  # pool processes, if known; else estimated from the replies
         self.order = order or OrderMode()
         self.batching.keyed = self.order.kind == KEY  # how far ahead to send depends on it
+        self.batching.in_total_order = self.order.kind == TOTAL  # how long a batch may run depends on it
         self.capacity = max_in_flight
         self._credits = threading.Semaphore(max_in_flight)
         self._mailbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
@@ -135,7 +154,8 @@ class StreamProcessor:
         self._ready: list[int] = []  # heap: the events that may start, lowest offset first
         self._ready_since: dict[int, float] = {}
         self._ready_times: deque[tuple[float, int]] = deque()  # (since, offset), oldest first, for the linger
-        self._sent_at: dict[int, float] = {}  # first offset of each batch out -> when it was sent
+        self._batch_ids = itertools.count()
+        self._out: dict[int, _BatchOut] = {}  # batch id -> the batch, until its final reply
         self._alone: deque[int] = deque()  # retries and events of a lost batch: one per batch
         self._retry_at: list[tuple[float, int]] = []  # heap of (due, offset)
         self._to_write: list[tuple[int, tuple[bytes, bool]]] = []
@@ -146,11 +166,14 @@ class StreamProcessor:
         self.written = 0
         self.errors = 0
         self.duplicates_dropped = 0  # completions for an offset already done: never written twice
+        self.replies = 0  # messages back for batches out: reports while they run, and final replies
+        self.results_back = 0  # events those told of for the first time
+        self.handed_back = 0  # events workers gave back unstarted
 
     # -- called from any thread ----------------------------------------------------------
 
     def start(self) -> StreamProcessor:
-        self.executor.start(lambda completions: self._mailbox.put(("completed", completions)))
+        self.executor.start(lambda reply: self._mailbox.put(("replied", reply)))
         self._thread = threading.Thread(target=self._run, name="run-owner", daemon=True)
         self._thread.start()
         return self
@@ -247,8 +270,8 @@ class StreamProcessor:
         kind = message[0]
         if kind == "read":
             self._admit(*message[1:])
-        elif kind == "completed":
-            self._on_completions(message[1])
+        elif kind == "replied":
+            self._on_reply(message[1])
         elif kind == "drain":
             self._drain_waiters.append(message[1])
         elif kind == "fail":
@@ -311,14 +334,14 @@ class StreamProcessor:
             size = self.batching.next_batch(len(self._ready), waited, self.batches_out, workers, running_s)
             if not size:
                 return
-            self._send(self._take_batch(size))
+            self._send(self._take_batch(size), running_s)
 
     def _out_per_event_s(self, now: float) -> float:
         """A floor for the mean run time from the batches still out (the batch policy's
         `running_s`): the time they have run so far, over the events measured so far.
         Short events come back first; early in a run this says that the many still out
         are long (a "total time on test" estimate), and later it fades."""
-        running = sum(now - sent_at for sent_at in self._sent_at.values())  # a few per worker
+        running = sum(now - out.sent_at for out in self._out.values())  # a few per worker
         return running / max(1, self.batching.events_measured)
 
     def _take_batch(self, size: int) -> list[tuple[int, int]]:
@@ -335,18 +358,20 @@ class StreamProcessor:
                 offset = following
         return batch
 
-    def _send(self, batch: list[tuple[int, int]]) -> None:
+    def _send(self, batch: list[tuple[int, int]], running_s: float = 0.0) -> None:
         tasks = []
         for offset, follows in batch:
             entry = self._entries[offset]
             entry.state = RUNNING
             tasks.append(EventTask(offset, entry.raw.decode("utf-8"), follows))
-        self.executor.submit(tasks)
+        batch_id = next(self._batch_ids)
+        self.executor.submit(Batch(batch_id, tasks, self.batching.handback_after_s(len(tasks), running_s)))
         now = self.clock()
         if not self.batches_out:
             self._progress_at = now
         self.batches_out += 1
-        self._sent_at[batch[0][0]] = now
+        offsets = tuple(offset for offset, _ in batch)
+        self._out[batch_id] = _BatchOut(now, offsets, set(offsets))
 
     def _send_due_retries(self) -> None:
         now = self.clock()
@@ -368,18 +393,48 @@ class StreamProcessor:
 
     # -- completions -----------------------------------------------------------------
 
-    def _on_completions(self, completions: list[Completion]) -> None:
-        if not any(self._is_running(completion.offset) for completion in completions):
-            # A repeat of a batch already counted (at-least-once engines: a redelivery, a host back late).
-            self.duplicates_dropped += sum(self._is_done(completion.offset) for completion in completions)
+    def _on_reply(self, reply: Reply) -> None:
+        out = self._out.get(reply.batch_id)
+        if out is None:
+            # A repeat of a batch already over (at-least-once engines: a redelivery, a host back late).
+            self.duplicates_dropped += sum(self._is_done(completion.offset) for completion in reply.completions)
             return
+        self._progress_at = self.clock()
+        self.replies += 1
+        self._note_worker(out, reply)
+        # What this batch has not told us yet: a final reply repeats what reports carried.
+        completions = [completion for completion in reply.completions if completion.offset in out.waiting]
+        out.waiting.difference_update(completion.offset for completion in completions)
+        handed_back = [offset for offset in reply.handed_back if offset in out.waiting]
+        out.waiting.difference_update(handed_back)
+        self.results_back += len(completions)
+        self.handed_back += len(handed_back)
+        if completions:
+            self._on_completions(completions, len(out.offsets))
+        if handed_back:
+            self._hand_back(handed_back, alone=reply.redelivered)
+        if reply.final:
+            self._batch_over(reply, out)
+
+    def _note_worker(self, out: _BatchOut, reply: Reply) -> None:
+        """Which process runs the batch, and which event of it, as its replies say."""
+        out.worker = reply.worker or next((c.worker for c in reply.completions if c.worker), out.worker)
+        if reply.running is not None:
+            offset, run_s = reply.running
+            out.running = (offset, self.clock() - run_s)
+
+    def _batch_over(self, reply: Reply, out: _BatchOut) -> None:
+        del self._out[reply.batch_id]
         self.batches_out -= 1
-        for completion in completions:
-            self._sent_at.pop(completion.offset, None)  # the batch's first offset is its key
-        self._progress_at = now = self.clock()
-        self.batching.observe_batch(len(completions))
-        if completions and completions[0].handoff_s is not None:
-            self.batching.observe_handoff(completions[0].handoff_s)
+        self.batching.observe_batch(len(out.offsets))
+        if reply.completions and reply.completions[0].handoff_s is not None:
+            self.batching.observe_handoff(reply.completions[0].handoff_s)
+        if out.waiting:  # a final reply that does not account for some: they did not run
+            log.warning("a batch's reply said nothing of offsets %s; they run again", sorted(out.waiting))
+            self._hand_back(sorted(out.waiting), alone=True)
+
+    def _on_completions(self, completions: list[Completion], batch_size: int) -> None:
+        now = self.clock()
         for hook in self._completion_hooks:
             hook(completions)
         for completion in completions:
@@ -394,12 +449,26 @@ class StreamProcessor:
                 continue
             if completion.kind != DONE and not self._is_running(completion.offset):
                 continue  # a repeated failure or loss: it must not use up another attempt
-            if completion.kind == SKIPPED or (completion.kind == LOST and len(completions) > 1):
+            if completion.kind == SKIPPED or (completion.kind == LOST and batch_size > 1):
                 did_not_run.append(completion.offset)
             else:
                 self._complete(completion)
         if did_not_run:
             self._put_back(did_not_run)
+
+    def _hand_back(self, offsets: list[int], alone: bool) -> None:
+        """Events a worker gave back unstarted: they go to the next free worker (alone,
+        after a lost worker: one of them may be what killed it)."""
+        running = [offset for offset in offsets if self._is_running(offset)]
+        if alone:
+            self._put_back(running)
+            return
+        startable = self._order.put_back(running)
+        for offset in running:
+            self._entries[offset].state = WAITING_FOR_KEY
+        for offset in startable:
+            self._make_ready(offset)
+            self._entries[offset].state = HANDED_BACK
 
     def _is_done(self, offset: int) -> bool:
         """Written, or done and waiting for its turn (not a stray offset never admitted)."""
@@ -498,23 +567,51 @@ class StreamProcessor:
             handoff_s=self.batching.handoff_s,
             duplicates_dropped=self.duplicates_dropped,
             late_replies_dropped=getattr(self.executor, "late_replies_dropped", 0),
+            running=self._workers_on(),
+            replies=self.replies,
+            results_back=self.results_back,
+            handed_back=self.handed_back,
         )
         for hook in self._state_hooks:
             hook(state)
 
     def _head_of_line(self) -> HeadOfLine | None:
-        entry = self._entries.get(self._watermark)
+        offset = self._watermark
+        entry = self._entries.get(offset)
         if entry is None:
             return None
+        state, worker, running_since = entry.state, None, None
+        out = self._batch_holding(offset) if entry.state == RUNNING else None
+        if out is not None:
+            worker = out.worker
+            running = out.first_waiting()
+            if running != offset:  # inside its batch, behind an event of it that has not ended
+                state = f"waiting in its batch behind offset {running}"
+            elif out.running is not None and out.running[0] == offset:
+                running_since = out.running[1]
         return HeadOfLine(
-            offset=self._watermark,
+            offset=offset,
             event_id=None if entry.event_id is NO_ID else entry.event_id,
             title=_title_of(entry.raw),
             read_at=entry.read_at,
-            state=entry.state,
+            state=state,
             attempts=entry.attempts,
             done_behind=len(self._order) - self._unfinished,
             head_since=max(self._watermark_moved_at, entry.read_at),
+            worker=worker,
+            running_since=running_since,
+        )
+
+    def _batch_holding(self, offset: int) -> _BatchOut | None:
+        """The batch out that `offset` is in (a few per worker: a scan, twice a second)."""
+        return next((out for out in self._out.values() if offset in out.waiting), None)
+
+    def _workers_on(self) -> tuple[WorkerOn, ...]:
+        """The events workers have said they run, and still do, by worker."""
+        return tuple(
+            WorkerOn(out.worker, out.running[0], out.running[1])
+            for out in self._out.values()
+            if out.worker is not None and out.running is not None and out.running[0] in out.waiting
         )
 
     def _move_watermark(self) -> None:

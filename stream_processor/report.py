@@ -86,6 +86,7 @@ def build_report(stats, workers: int, broker: str, **extra: Any) -> dict[str, An
         # At-least-once delivery shows here: repeats that arrived and were not written.
         "late_replies_dropped": stats.state.late_replies_dropped if stats.state else 0,
         "duplicates_dropped": stats.state.duplicates_dropped if stats.state else 0,
+        "replies": _replies(stats.state),
     }
     if stats.ideal is not None:
         stats.ideal.finish()  # every event is in: the ideal runs to its end
@@ -97,6 +98,18 @@ def build_report(stats, workers: int, broker: str, **extra: Any) -> dict[str, An
         report["efficiency"] = round(ideal_span / span, 4) if span > 0 and ideal_span > 0 else None
     report.update(extra)
     return _without_absurd_figures(report)
+
+
+def _replies(state) -> dict[str, Any]:
+    """How results came back: messages, results per message (a batch's events come back
+    as they end, in reports while it runs), and events handed back by an overrunning batch."""
+    messages, results = (state.replies, state.results_back) if state else (0, 0)
+    return {
+        "messages": messages,
+        "results": results,
+        "results_per_message": round(results / messages, 3) if messages else None,
+        "handed_back": state.handed_back if state else 0,
+    }
 
 
 def _without_absurd_figures(value: Any) -> Any:
@@ -125,6 +138,13 @@ def summary_text(report: dict[str, Any]) -> str:
         f"latency     p50 {latency['p50']:.3f} s   p99 {latency['p99']:.3f} s   max {latency['max']:.3f} s",
         f"workers     {report['workers']} on {report['broker']}" + _settings_text(report),
     ]
+    replies = report.get("replies") or {}
+    if replies.get("messages"):
+        handed_back = f", {replies['handed_back']} events handed back by batches that overran"
+        lines.append(
+            f"replies     {replies['results_per_message']:g} results per message"
+            + (handed_back if replies.get("handed_back") else "")
+        )
     if report.get("late_replies_dropped") or report.get("duplicates_dropped"):
         lines.append(
             f"repeats     {report['late_replies_dropped']} late replies and "

@@ -26,6 +26,7 @@ from celery import Celery
 from celery.signals import worker_process_init, worker_ready
 from kombu import Exchange, Queue
 
+from stream_processor.batch_run import BatchRun, Report, process_monitor
 from stream_processor.execution import run_events
 from stream_processor.processes import set_parent_death_signal
 
@@ -42,6 +43,9 @@ BROKER_HEARTBEAT_ENV = "STREAM_PROCESSOR_BROKER_HEARTBEAT"
 DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
 DEFAULT_TASK = "stream_processor.tasks:wait_and_return"
 TASK_NAME = "stream_processor.run_batch"
+# A running batch's report (events that ended, events handed back): a state of our own on
+# the task's reply queue, where Celery's rpc:// backend publishes progress.
+EVENTS_ENDED = "EVENTS_ENDED"
 QUEUE = "stream_processor"  # shared by `--workers 0` runs and workers started on their own
 RUN_QUEUE_PREFIX = "stream_processor.run."  # a run's private queue, for its own workers
 RUN_QUEUE_TTL_S = 3600  # RabbitMQ drops a run's own queue after an hour unused (a crashed run)
@@ -170,6 +174,7 @@ def run_batch(
     timeout_s: float | None = None,
     sent_at: float | None = None,
     follows: list[int] | None = None,
+    handback_after_s: float | None = None,
 ) -> dict[str, Any]:
     path, function, takes_time_scale = configured_task()
     if expect != path:
@@ -185,9 +190,50 @@ def run_batch(
         raise MalformedBatch("follows must list, per line, the index of the line it follows (or -1)")
     call_kwargs = {"time_scale": time_scale} if takes_time_scale else {}
     timing = handoff_timing(sent_at)
-    outcomes = run_events(function, lines, timeout_s, call_kwargs, follows)
+    if (self.request.delivery_info or {}).get("redelivered"):
+        # Its worker was lost (or cut off) with it, maybe after reporting some of its events:
+        # run none of them; the client sends again only those it has no outcome for.
+        everything = list(range(len(lines)))
+        return {
+            "worker": worker_identity(),
+            "outcomes": [None] * len(lines),
+            "handed_back": everything,
+            "redelivered": True,
+        }
+    run = BatchRun(len(lines), _seconds(handback_after_s))
+    outcomes, handed_back = _run_reporting(self, run, function, lines, timeout_s, call_kwargs, follows)
     _last_batch_end[0] = time.time()
-    return {"worker": worker_identity(), "outcomes": outcomes, **timing}
+    return {"worker": worker_identity(), "outcomes": outcomes, "handed_back": list(handed_back), **timing}
+
+
+def _run_reporting(task, run: BatchRun, function, lines, timeout_s, call_kwargs, follows):
+    """Run a batch's events; while it runs, the process's monitor publishes each event's
+    outcome soon after it ends, the tail it hands back, and the event running once it runs
+    long (see batch_run.py)."""
+    request, backend = task.request, task.backend  # the monitor's thread has no request of its own
+    monitor = process_monitor()
+    monitor.watch(run, lambda report: _publish(backend, request, report))
+    try:
+        outcomes = run_events(function, lines, timeout_s, call_kwargs, follows, run)
+    finally:
+        handed_back = run.finish()
+        monitor.unwatch(run)
+    return outcomes, handed_back
+
+
+def _publish(backend, request, report: Report) -> None:
+    ended = [[index, *outcome] for index, outcome in sorted(report.outcomes.items())]
+    meta = {"worker": worker_identity(), "ended": ended, "handed_back": list(report.handed_back)}
+    if report.running is not None:
+        meta["running"] = list(report.running)  # [index, seconds it has run]
+    backend.store_result(request.id, meta, EVENTS_ENDED, request=request)
+
+
+def _seconds(value: Any) -> float | None:
+    """A number of seconds from a message, or None (not a positive finite number)."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < float("inf"):
+        return float(value)
+    return None
 
 
 _last_batch_end = [0.0]  # in this pool process

@@ -101,3 +101,25 @@ def die_on_poison(event: dict) -> dict:
     if how == "sigkill":
         os.kill(os.getpid(), signal.SIGKILL)  # what the OOM killer does
     raise ValueError(f"unknown poison {how!r}")
+
+
+def held_or_short(event: dict) -> dict:
+    """Counts each run of each event in $HOLD_DIR/runs/ID. An event marked `"hold": true`
+    waits (up to 2 minutes) for the file $HOLD_DIR/release, which the test creates once
+    what it is checking has happened: a slow event that ends when the test says so. An
+    event marked `"die": true` kills its process on its first run. Others sleep `sleep` s."""
+    hold_dir = Path(os.environ["HOLD_DIR"])
+    runs = hold_dir / "runs"
+    runs.mkdir(exist_ok=True)
+    with (runs / str(event["id"])).open("a") as count:
+        count.write("x")
+    if event.get("die") and (runs / str(event["id"])).stat().st_size == 1:
+        time.sleep(event.get("sleep", 0))
+        os._exit(5)
+    if event.get("hold"):
+        deadline = time.monotonic() + 120
+        while not (hold_dir / "release").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return event
+    time.sleep(event.get("sleep", 0))
+    return event

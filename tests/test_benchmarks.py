@@ -18,6 +18,7 @@ SCENARIOS = {
     "batch",
     "realtime",
     "throughput",
+    "heavy-tail",
     "short",
     "order",
     "order-batch",
@@ -145,6 +146,7 @@ def test_smoke_benchmark_reports_every_scenario_beside_its_ideal(tmp_path):
     _check_realtime(results)
     _check_throughput(results)
     _check_short(results)
+    _check_heavy_tail(results)
     _check_order(results)
     _check_order_batch(results)
     _check_memory(results)
@@ -168,6 +170,20 @@ def _check_server(results: dict) -> None:
         if "skipped" not in row:
             assert row["paced_events"] == row["events"] == row["clients"] * results["settings"]["pacing_events"]
             assert 0 <= row["pacing_p50_ms"] <= row["pacing_p99_ms"] <= row["pacing_max_ms"]
+
+
+def _check_heavy_tail(results: dict) -> None:
+    rows = results["scenarios"]["heavy-tail"]
+    assert [(row["order"], row["batching"]) for row in rows] == [
+        (order, batching) for order in ("none", "total") for batching in ("off (--batch-max 1)", "on (default)")
+    ]
+    for row in rows:
+        assert row["events"] == results["recording_events"] and row["errors"] == 0
+        assert positive(row["span_s"], row["ideal_span_s"], row["latency_p99_s"], row["ideal_latency_p99_s"])
+        assert row["span_s"] >= row["ideal_span_s"] - 0.01  # nothing beats the zero-overhead run
+        assert row["results_per_message"] > 0
+        assert (row["worst_wait_before_slow_s"] is None) == (row["order"] != "total")
+    assert all(row["handed_back"] == 0 for row in rows if row["batching"].startswith("off"))
 
 
 def _check_batch(results: dict) -> None:

@@ -18,7 +18,7 @@ from pages import canvas, number, screenshot, text
 
 from stream_processor.dashboard import Dashboard
 from stream_processor.generate import generate_events
-from stream_processor.observations import CoreState, HeadOfLine, RunObservations
+from stream_processor.observations import CoreState, HeadOfLine, RunObservations, WorkerOn
 from stream_processor.trace import LatencyPoint, RunTrace
 
 TOKEN = "s3cret-token"
@@ -222,8 +222,10 @@ def test_an_ideal_that_comes_late_still_reaches_a_page_that_is_past_its_time():
 def test_an_open_page_gets_the_final_summary_and_the_end_when_the_run_is_over(serve):
     clock = FakeClock(0.0)
     observations = observations_with_a_run(clock)
-    head = HeadOfLine(7, 123, "A title", read_at=-3.0, state="running", attempts=0, done_behind=4, head_since=-2.5)
-    observations.on_state(CoreState(5, 4, 7, 1, head, 1, None, None))
+    head = HeadOfLine(
+        7, 123, "A title", read_at=-3.0, state="running", attempts=0, done_behind=4, head_since=-2.5, worker="h:1"
+    )
+    observations.on_state(CoreState(5, 4, 7, 1, head, 1, None, None, running=(WorkerOn("h:1", 7, -1.5),)))
     dashboard = serve(observations, snapshot_every_s=30)  # only the run's end can wake it in time
     stream = Stream(dashboard.port)
     try:
@@ -237,7 +239,10 @@ def test_an_open_page_gets_the_final_summary_and_the_end_when_the_run_is_over(se
             "state": "running",
             "attempts": 0,
             "done_behind": 4,
+            "worker": "h:1",
+            "running_s": None,  # not yet said by its worker
         }
+        assert live["workers"]["h:1"]["on"] == {"offset": 7, "for_s": 1.5}
         observations.final = {"events": 12, "errors": 0}
         started = time.monotonic()
         closer = threading.Thread(target=dashboard.close)
@@ -377,7 +382,38 @@ def test_the_page_follows_a_run_flags_its_slow_head_and_ends_with_the_summary(he
     assert output.read_bytes() == source.read_bytes()
 
 
-def _watch_the_slow_head(page, timeout: float = 90) -> tuple[float, float, dict]:
+def test_in_batches_the_page_names_the_slow_event_as_the_head_and_its_worker_row_is_on_it(headless, tmp_path):
+    """The heavy tail (20 ms a event, 12 s for one) in default batches: the head is the slow
+    event itself, not a batch-mate of it that had long finished, and a worker row says it
+    is on it."""
+    slow = 200
+    source = recording(tmp_path / "recording.json", 620, wait_s=0.02, slow=slow, slow_wait_s=12.0)
+    args = ["--input", str(source), "--output", str(tmp_path / "out.json"), "--workers", "12"]
+    run = RunWithDashboard(args, tmp_path)
+    try:
+        with headless.HeadlessChromium() as browser:
+            page = browser.page(run.url)
+            wait_until(lambda: text(page, "status") == "live", timeout=30, message="the page to go live")
+            became_head, flagged_at, _ = _watch_the_slow_head(page, slow=slow)
+            assert flagged_at - (became_head + THRESHOLD_S) <= 2.0, (became_head, flagged_at)
+            assert text(page, "head-state").startswith("running on "), text(page, "head-state")
+            wait_until(
+                lambda: any(
+                    cell.startswith(f"{slow}, for ") for cell in page.locator("#workers td.on").all_inner_texts()
+                ),
+                timeout=10,
+                message=f"a worker row on offset {slow}",
+            )
+            screenshot(page, tmp_path / "dashboard-heavy-tail.png")
+            wait_until(lambda: page.locator("#final").is_visible(), timeout=120, message="the final summary")
+            assert browser.problems == []
+        assert run.finish() == 0, "".join(run.stderr)
+    finally:
+        run.stop()
+    assert (tmp_path / "out.json").read_bytes() == source.read_bytes()
+
+
+def _watch_the_slow_head(page, timeout: float = 90, slow: int = SLOW) -> tuple[float, float, dict]:
     """Watch the head panel until it flags the slow event; return when (by this test's
     clock) the slow event became the head, as its own figures tell, and when the flag was
     first seen. Whenever the panel flags the slow event, the line has stood past the threshold."""
@@ -386,7 +422,7 @@ def _watch_the_slow_head(page, timeout: float = 90) -> tuple[float, float, dict]
     while time.monotonic() < deadline:
         view = head_now(page)
         seen_at = time.monotonic()
-        if view["offset"] == str(SLOW):
+        if view["offset"] == str(slow):
             at_head = float(re.search(r"([\d.]+) s at the head", view["waiting"]).group(1))
             estimate = seen_at - at_head  # never earlier than the truth: the figure is as old as its snapshot
             became_head = estimate if became_head is None else min(became_head, estimate)
@@ -394,11 +430,11 @@ def _watch_the_slow_head(page, timeout: float = 90) -> tuple[float, float, dict]
                 assert at_head > THRESHOLD_S, view
                 return became_head, seen_at, view
         elif view["flagged"]:
-            pytest.fail(f"another event than {SLOW} was flagged: {view}")
+            pytest.fail(f"another event than {slow} was flagged: {view}")
         elif page.locator("#final").is_visible():
             break  # the run is over
         time.sleep(0.1)
-    raise AssertionError(f"event {SLOW} was never flagged as the head of the line; last seen {view}")
+    raise AssertionError(f"event {slow} was never flagged as the head of the line; last seen {view}")
 
 
 def test_with_a_token_the_page_asks_for_it_and_works_once_it_is_given(headless, tmp_path):

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from stream_processor.batching import BatchPolicy
 from stream_processor.execution import DONE, FAILED, INVALID, TIMED_OUT, batch_function
-from stream_processor.executor import LOST, Completion, EventTask, LocalExecutor
+from stream_processor.executor import LOST, Batch, Completion, EventTask, LocalExecutor, Reply
 from stream_processor.processor import RunFailed, StreamProcessor
 from stream_processor.records import Record, check_wait, parse_event, read_records
 from stream_processor.retries import RetryPolicy
@@ -68,14 +68,16 @@ class ManualExecutor:
         self.batches: list[list[EventTask]] = []
         self.sent_at: list[float] = []  # time.monotonic() of each submission
         self.taken = 0  # batches handed to the test so far
-        self.on_complete: Callable[[list[Completion]], None] | None = None
+        self.on_complete: Callable[[Reply], None] | None = None
+        self.batch_ids: dict[int, int] = {}  # id() of a batch's task list -> the batch's id
 
     def start(self, on_complete) -> None:
         self.on_complete = on_complete
 
-    def submit(self, batch: list[EventTask]) -> None:
+    def submit(self, batch: Batch) -> None:
         with self.changed:
-            self.batches.append(list(batch))
+            self.batch_ids[id(batch.tasks)] = batch.id
+            self.batches.append(batch.tasks)
             self.sent_at.append(time.monotonic())
             self.changed.notify_all()
 
@@ -92,15 +94,16 @@ class ManualExecutor:
 
     def complete(
         self, batch: list[EventTask], outcomes: dict[int, tuple[str, str | None]] | None = None, kind: str = DONE
-    ) -> list[Completion]:
+    ) -> Reply:
         """Deliver a batch's completions: `outcomes[offset]` = (kind, value); others `kind`, value None
         (or a reason, for kinds that need one)."""
         default = (kind, None if kind == DONE else f"{kind} (test)")
         completions = [
             Completion(task.offset, *(outcomes or {}).get(task.offset, default), RUN_S, "manual:1") for task in batch
         ]
-        self.on_complete(completions)
-        return completions
+        reply = Reply(self.batch_ids[id(batch)], completions)
+        self.on_complete(reply)
+        return reply
 
 
 class MemorySink:
@@ -330,7 +333,8 @@ class OrderDriver:
         self.done_deliveries.append(self.run.executor.complete(batch, outcomes))
         if repeat:  # an at-least-once engine delivers an earlier batch again, here with other values
             earlier = self.done_deliveries[choice % len(self.done_deliveries)]
-            self.run.executor.on_complete([Completion(c.offset, DONE, '{"repeat": true}', RUN_S) for c in earlier])
+            repeated = [Completion(c.offset, DONE, '{"repeat": true}', RUN_S) for c in earlier.completions]
+            self.run.executor.on_complete(Reply(earlier.batch_id, repeated))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -550,7 +554,7 @@ def test_a_repeated_completion_writes_one_line_and_the_first_one_counts(runs):
     run.wait_written(2)
     run.executor.complete(batches[0], {0: (DONE, '{"late": true}')})  # a repeat after release
     run.executor.complete(batches[0], kind=FAILED)  # a late failed redelivery
-    run.executor.on_complete([Completion(9, DONE, '{"stray": true}', RUN_S)])  # never admitted
+    run.executor.on_complete(Reply(10**9, [Completion(9, DONE, '{"stray": true}', RUN_S)]))  # never admitted
     run.executor.complete(batches[2])
     assert run.processor.drain(TIMEOUT)
     assert run.sink.lines == [records[0].raw, b'{"first": true}', records[2].raw]
@@ -893,9 +897,9 @@ class TwiceExecutor(LocalExecutor):
     """An at-least-once engine: every batch's completions are delivered twice."""
 
     def start(self, on_complete) -> None:
-        def twice(completions) -> None:
-            on_complete(completions)
-            on_complete(completions)
+        def twice(reply) -> None:
+            on_complete(reply)
+            on_complete(reply)
 
         super().start(twice)
 

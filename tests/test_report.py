@@ -228,13 +228,18 @@ def test_a_second_reply_for_a_task_is_dropped_and_counted_and_a_stranger_s_is_no
     from celery import states
 
     from stream_processor.celery_executor import CeleryExecutor
-    from stream_processor.executor import EventTask
+    from stream_processor.executor import Batch, EventTask
+    from stream_processor.tasks import EVENTS_ENDED
 
     executor = CeleryExecutor("amqp://guest:guest@127.0.0.1:1//")  # never connects: no start()
     task_id = f"{executor.run_id}.0"
-    executor._in_flight[task_id] = [EventTask(0, "{}", -1)]
-    assert executor._reply_to_completions(task_id, states.SUCCESS, {"outcomes": None})
-    assert executor._reply_to_completions(task_id, states.SUCCESS, {"outcomes": None}) is None  # a host back late
-    assert executor._reply_to_completions("another-run.0", states.SUCCESS, {}) is None
+    executor._in_flight[task_id] = Batch(0, [EventTask(0, "{}", -1), EventTask(1, "{}", -1)])
+    report = {"worker": "w:1", "ended": [[0, "done", None, 0.1]], "handed_back": [1]}
+    partial = executor._to_reply(task_id, EVENTS_ENDED, report)
+    assert (partial.final, [c.offset for c in partial.completions], partial.handed_back) == (False, [0], (1,))
+    assert executor._to_reply(task_id, states.SUCCESS, {"outcomes": None})
+    assert executor._to_reply(task_id, states.SUCCESS, {"outcomes": None}) is None  # a host back late
+    assert executor._to_reply(task_id, EVENTS_ENDED, report) is None  # a report overtaken by its final reply
+    assert executor._to_reply("another-run.0", states.SUCCESS, {}) is None
     assert executor.late_replies_dropped == 1
     executor.app.close()

@@ -23,7 +23,7 @@ from kombu import Connection, Exchange, Producer
 from stream_processor.broker import EmbeddedRedis
 from stream_processor.celery_executor import CeleryExecutor
 from stream_processor.execution import DONE, INVALID
-from stream_processor.executor import EventTask
+from stream_processor.executor import Batch, EventTask
 from stream_processor.generate import generate_file
 from stream_processor.protocol import NAMESPACE, TOKEN_ENV
 from stream_processor.serving.sse import STREAM_PATH
@@ -248,8 +248,8 @@ def test_a_worker_refuses_a_pickled_task_and_runs_the_json_one_behind_it(embedde
                     correlation_id=f"{executor.run_id}.pickled",
                     declare=[task_queue(queue_name)],
                 )
-            executor.submit([EventTask(1, json.dumps({"id": 1, "wait": 0}))])
-            (completion,) = completions.get(timeout=30)
+            executor.submit(Batch(0, [EventTask(1, json.dumps({"id": 1, "wait": 0}))]))
+            (completion,) = completions.get(timeout=30).completions
             assert (completion.offset, completion.kind, completion.value) == (1, DONE, None)  # unchanged
         finally:
             executor.close()
@@ -264,7 +264,7 @@ def test_the_client_ignores_a_pickled_reply(embedded_broker, tmp_path):
     executor = CeleryExecutor(embedded_broker, DEFAULT_TASK, 0.0, f"stream_processor.run.{uuid.uuid4().hex[:8]}")
     executor.start(completions.put)
     try:
-        executor.submit([EventTask(7, json.dumps({"id": 7, "wait": 0}))])
+        executor.submit(Batch(0, [EventTask(7, json.dumps({"id": 7, "wait": 0}))]))
         with Connection(embedded_broker) as connection:
             producer = Producer(connection)
             reply = {"status": "SUCCESS", "task_id": f"{executor.run_id}.0"}
@@ -279,7 +279,7 @@ def test_the_client_ignores_a_pickled_reply(embedded_broker, tmp_path):
                 serializer="json",
                 routing_key=executor.reply_queue.name,
             )
-        (completion,) = completions.get(timeout=30)
+        (completion,) = completions.get(timeout=30).completions
         assert (completion.offset, completion.kind, completion.value) == (7, DONE, '{"ok": 1}')
     finally:
         executor.close()
@@ -295,8 +295,8 @@ def test_a_message_cannot_choose_the_code_a_worker_runs(embedded_broker, tmp_pat
         executor.start(completions.put)
         try:
             command = json.dumps({"id": 0, "wait": 0, "command": f"touch {tmp_path / 'ran'}"})
-            executor.submit([EventTask(0, command)])
-            (completion,) = completions.get(timeout=30)
+            executor.submit(Batch(0, [EventTask(0, command)]))
+            (completion,) = completions.get(timeout=30).completions
         finally:
             executor.close()
     assert (completion.offset, completion.kind) == (0, INVALID)

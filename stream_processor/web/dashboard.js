@@ -91,7 +91,10 @@
     $("head-id").textContent = head.id == null ? "–" : String(head.id);
     $("head-title").textContent = head.title == null ? "–" : head.title;
     $("head-age").textContent = `${seconds(head.age_s)} since read, ${seconds(head.at_head_s)} at the head`;
-    $("head-state").textContent = head.state + (head.attempts ? ` (${head.attempts} failed attempts)` : "");
+    const where = head.worker ? ` on ${head.worker}` : "";
+    const running = head.running_s != null ? ` for ${seconds(head.running_s)}` : "";
+    const attempts = head.attempts ? ` (${head.attempts} failed attempts)` : "";
+    $("head-state").textContent = head.state + where + running + attempts;
     $("head-behind").textContent = `${count(head.done_behind)} finished results wait for it`;
   }
 
@@ -110,6 +113,7 @@
         name,
         count(seen.events),
         { nodes: [meter, ` ${(busy * 100).toFixed(0)} %`], className: "busy" },
+        { text: seen.on ? `${seen.on.offset}, for ${seconds(seen.on.for_s)}` : "–", className: "on" },
         { text: (recent.get(name) || []).join(" "), className: "offsets" },
       ]);
     });
