@@ -272,7 +272,11 @@ def run_isolated(path: str, line: str, timeout_s: float | None, call_kwargs: dic
     )
     try:
         out, err = child.communicate(json.dumps(request).encode(), timeout=limit)
-    except subprocess.TimeoutExpired:
+    except Exception as exc:
+        # eventlet's green subprocess has a TimeoutExpired of its own, and raises the stdlib's.
+        if not any(cls.__name__ == "TimeoutExpired" for cls in type(exc).__mro__):
+            child.kill()
+            raise
         child.kill()
         child.communicate()
         return [TIMED_OUT, f"killed at the hard time limit of {limit:g} s", time.perf_counter() - started]
