@@ -135,7 +135,9 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_reruns_nothing_reported_in_
     assert set(runs) == set(range(COUNT))
 
 
-def test_events_are_reported_as_they_end_and_a_slow_one_hands_back_its_tail_in_every_pool(tmp_path, broker_flag, pool):
+def test_events_are_reported_as_they_end_and_a_slow_one_hands_back_its_tail_in_every_pool(
+    request, tmp_path, broker_flag, pool
+):
     """The report monitor works in every pool: a thread of its own in a prefork or threads
     process (watching every batch the process runs), a greenlet under gevent and eventlet.
     Every event but the held one is written while it runs (order none): those before it in
