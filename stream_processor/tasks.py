@@ -28,6 +28,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_process_init, worker_ready
 from kombu import Exchange, Queue
+from kombu.utils.compat import detect_environment
 
 from stream_processor.batch_run import BatchRun, Report, process_monitor
 from stream_processor.execution import TIMED_OUT, load_function, run_events, when_too_many_abandoned
@@ -118,6 +119,27 @@ def make_app(broker_url: str | None = None, queue: str | None = None, backend: s
 def _seconds_from_env(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
+
+GREEN_POLL_S = 0.02  # how long a green worker on Redis waits for a task before it looks again
+
+
+def _look_for_tasks_sooner_on_redis() -> None:
+    """gevent and eventlet workers consume without an event loop (Celery's synloop: a
+    drain of up to 2 s at a time). On Redis, once every greenlet holds a task, kombu stops
+    asking for more and waits out that drain (kombu.transport.redis.MultiChannelPoller.get):
+    a greenlet freed meanwhile idles up to 2 s. Each drain waits a few ms instead."""
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.MultiChannelPoller.get
+
+    def get(self, callback, timeout=None):
+        return original(self, callback, GREEN_POLL_S if timeout is None else min(timeout, GREEN_POLL_S))
+
+    kombu_redis.MultiChannelPoller.get = get
+
+
+if detect_environment() in ("gevent", "eventlet"):
+    _look_for_tasks_sooner_on_redis()
 
 app = make_app()
 

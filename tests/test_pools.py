@@ -25,14 +25,6 @@ def pool(request) -> list[str]:
     return ["--pool", request.param]
 
 
-def green_on_redis(request, pool: list[str], broker_flag: list[str]) -> None:
-    """Known: a gevent or eventlet worker on Redis takes up tasks late (seconds) once its
-    greenlets are busy (Celery's synloop with kombu's Redis poller; see the README), so a
-    hand-back or a redelivery waits. Not on RabbitMQ, not with threads or prefork."""
-    if pool[1] in ("gevent", "eventlet") and not broker_flag:
-        request.applymarker(pytest.mark.xfail(reason="green pools take up tasks late on Redis", strict=False))
-
-
 def celery_workers(marker: str) -> list[int]:
     """The run's `celery worker` processes (not prefork's pool processes, not the group)."""
     entries = [entry for entry in processes_with_marker(marker) if " celery " in entry and "worker_group" not in entry]
@@ -48,13 +40,11 @@ def _parent_of(pid: int) -> int:
 
 
 @pytest.mark.parametrize("task", ["sleep_for_field", "ignore_the_soft_time_limit"])
-def test_an_event_past_its_timeout_gets_its_record_in_every_pool(request, tmp_path, broker_flag, pool, task):
+def test_an_event_past_its_timeout_gets_its_record_in_every_pool(tmp_path, broker_flag, pool, task):
     """Two events would take ten minutes. threads: abandoned at the limit; gevent: a green
     Timeout (one that swallows it holds its greenlet: the watchdog restarts the workers and
     it runs again alone, in a process of its own, killed at its hard limit); prefork: SIGALRM,
     then Celery's hard limit."""
-    if task == "ignore_the_soft_time_limit":
-        green_on_redis(request, pool, broker_flag)
     events = [{"id": n, "wait": 0, "sleep": 600 if n in (2, 5) else 0.01} for n in range(12)]
     recording = write_events(tmp_path / "in.json", events)
     output = tmp_path / "out.json"
@@ -135,14 +125,11 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_reruns_nothing_reported_in_
     assert set(runs) == set(range(COUNT))
 
 
-def test_events_are_reported_as_they_end_and_a_slow_one_hands_back_its_tail_in_every_pool(
-    request, tmp_path, broker_flag, pool
-):
+def test_events_are_reported_as_they_end_and_a_slow_one_hands_back_its_tail_in_every_pool(tmp_path, broker_flag, pool):
     """The report monitor works in every pool: a thread of its own in a prefork or threads
     process (watching every batch the process runs), a greenlet under gevent and eventlet.
     Every event but the held one is written while it runs (order none): those before it in
     its batch were reported, those after it handed back."""
-    green_on_redis(request, pool, broker_flag)
     recording, output, hold_dir = heavy_tail(tmp_path)
     args = ["--input", str(recording), "--output", str(output), "--order", "none", "--batch-target-ms", "200"]
     args += ["--workers", "2", "--no-progress", "--task", "tasks_for_tests:held_or_short"]
