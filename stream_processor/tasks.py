@@ -9,6 +9,7 @@ so completions are pushed to the client rather than polled.
 
 from __future__ import annotations
 
+import heapq
 import inspect
 import itertools
 import json
@@ -20,7 +21,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -173,25 +175,40 @@ class MalformedBatch(Exception):
     """A message whose arguments are not a list of lines: not from a stream-processor client."""
 
 
-_slot = threading.local()  # per thread, or per greenlet in a monkey-patched process
-_slots = itertools.count(1)
+_slot = threading.local()  # `number`: the slot the running task holds, in this thread or greenlet
+_free_slots: list[int] = []  # heap: slots given back, lowest first
+_new_slots = itertools.count(1)
+_slots_lock = threading.Lock()
 
 
 def worker_identity() -> str:
     """Who ran what, carried in each result: host:pid of a pool process (prefork), and
-    host:pid/N for the Nth thread or greenlet of a process that runs many: each counts
-    as a worker (a run with workers elsewhere counts the workers it hears from)."""
-    identity = getattr(_slot, "identity", None)
-    if identity is None:
-        base = f"{socket.gethostname()}:{os.getpid()}"
-        in_main = threading.current_thread() is threading.main_thread() and _green_environment() is None
-        identity = _slot.identity = base if in_main else f"{base}/{next(_slots)}"
-    return identity
+    host:pid/N for the Nth concurrent task of a process that runs many (threads, gevent):
+    each counts as a worker (a run with workers elsewhere counts the workers it hears
+    from). N is a slot, reused: gevent starts a greenlet per task."""
+    base = f"{socket.gethostname()}:{os.getpid()}"
+    number = getattr(_slot, "number", None)
+    return base if number is None else f"{base}/{number}"
+
+
+@contextmanager
+def _holding_a_slot() -> Iterator[None]:
+    """A task of a process that runs many at once holds the lowest free slot while it runs."""
+    if threading.current_thread() is threading.main_thread() and _green_environment() is None:
+        yield  # prefork (or a lone process): the process is the worker
+        return
+    with _slots_lock:
+        number = heapq.heappop(_free_slots) if _free_slots else next(_new_slots)
+    _slot.number = number
+    try:
+        yield
+    finally:
+        _slot.number = None
+        with _slots_lock:
+            heapq.heappush(_free_slots, number)
 
 
 def _green_environment() -> str | None:
-    from kombu.utils.compat import detect_environment
-
     environment = detect_environment()
     return None if environment == "default" else environment
 
@@ -210,6 +227,11 @@ def run_batch(
     handback_after_s: float | None = None,
     isolate: bool = False,
 ) -> dict[str, Any]:
+    with _holding_a_slot():
+        return _run_batch(self, lines, time_scale, expect, timeout_s, sent_at, follows, handback_after_s, isolate)
+
+
+def _run_batch(self, lines, time_scale, expect, timeout_s, sent_at, follows, handback_after_s, isolate):
     path, function, takes_time_scale = configured_task()
     if expect != path:
         # The message only names what it expects; it never chooses the code that runs.
@@ -251,7 +273,8 @@ def _run_reporting(task, run: BatchRun, function, lines, timeout_s, call_kwargs,
     long (see batch_run.py)."""
     request, backend = task.request, task.backend  # the monitor's thread has no request of its own
     monitor = process_monitor()
-    monitor.watch(run, lambda report: _publish(backend, request, report))
+    worker = worker_identity()  # the runner's: the monitor's thread is not the worker running it
+    monitor.watch(run, lambda report: _publish(backend, request, report, worker))
     try:
         outcomes = run_events(function, lines, timeout_s, call_kwargs, follows, run)
     finally:
@@ -260,9 +283,9 @@ def _run_reporting(task, run: BatchRun, function, lines, timeout_s, call_kwargs,
     return outcomes, handed_back
 
 
-def _publish(backend, request, report: Report) -> None:
+def _publish(backend, request, report: Report, worker: str) -> None:
     ended = [[index, *outcome] for index, outcome in sorted(report.outcomes.items())]
-    meta = {"worker": worker_identity(), "ended": ended, "handed_back": list(report.handed_back)}
+    meta = {"worker": worker, "ended": ended, "handed_back": list(report.handed_back)}
     if report.running is not None:
         meta["running"] = list(report.running)  # [index, seconds it has run]
     backend.store_result(request.id, meta, EVENTS_ENDED, request=request)
