@@ -17,3 +17,11 @@ def wait_and_note_the_end(event: dict, time_scale: float = 1.0) -> dict:
     with open(os.environ[ENDS_ENV], "a") as ends:
         ends.write(f"{event['n']} {time.time():.6f}\n")  # one short append: whole, whatever the other processes write
     return event
+
+
+def compute(event: dict) -> dict:
+    """A CPU-bound task: a pure-Python loop of `loops` steps (it never waits, never yields)."""
+    total = 0
+    for step in range(event["loops"]):
+        total += step * step % 7
+    return {"id": event["id"], "total": total}

@@ -35,16 +35,11 @@ from stream_processor.executor import (
     follows_of,
     well_formed,
 )
-from stream_processor.tasks import DEFAULT_TASK, EVENTS_ENDED, QUEUE, TASK_NAME, make_app
+from stream_processor.tasks import DEFAULT_TASK, EVENTS_ENDED, QUEUE, TASK_NAME, hard_time_limit, make_app
 
 log = logging.getLogger(__name__)
 
 REPLY_QUEUE_TTL_S = 24 * 3600  # RabbitMQ drops an abandoned reply queue after a day
-
-
-def hard_time_limit(task_timeout_s: float) -> float:
-    """Seconds after which a task that ignores its time limit is killed."""
-    return task_timeout_s + max(1.0, 0.1 * task_timeout_s)
 
 
 def batch_hard_limit(task_timeout_s: float | None, events: int) -> dict[str, float]:
@@ -134,6 +129,8 @@ class CeleryExecutor:
             kwargs["follows"] = follows
         if batch.handback_after_s is not None and len(batch.tasks) > 1:
             kwargs["handback_after_s"] = batch.handback_after_s
+        if batch.isolate:
+            kwargs["isolate"] = True
         return kwargs
 
     def _sending_producer(self):

@@ -30,6 +30,7 @@ from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES, DEFAULT_ASYNC_
 from stream_processor.serving.core import DEFAULT_HEARTBEAT_S
 from stream_processor.sink import OutputError
 from stream_processor.tasks import BROKER_ENV, DEFAULT_TASK, QUEUE, QUEUE_ENV, TASK_ENV, load_function
+from stream_processor.workers import DEFAULT_POOL, Pool
 
 DESCRIPTION = """\
 Process a stream of events (JSON Lines: a recording, a replay server, or a live
@@ -148,15 +149,28 @@ def _add_transport_flag(parser: argparse.ArgumentParser, default_text: str) -> N
     )
 
 
+def _add_pool_flag(parser: argparse.ArgumentParser, how: str) -> None:
+    parser.add_argument(
+        "--pool",
+        type=Pool,
+        choices=list(Pool),
+        default=DEFAULT_POOL,
+        help=f"{how} tasks: threads (default: for functions that wait, like the reference task or a "
+        "call to a remote service; hundreds on a few cores), gevent or eventlet (greenlets: more still, for "
+        "pure-Python I/O), prefork (a process each: CPU-bound or not thread-safe functions)",
+    )
+
+
 def _add_run_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("results.json"), help="ordered results (JSON Lines)")
     parser.add_argument(
         "--workers",
         type=_non_negative_int,
         default=12,
-        help="pool processes of a local Celery worker started for the run; 0 = use workers "
-        "started elsewhere (default 12)",
+        help="workers started for the run: events run at once (processes with --pool prefork, threads "
+        "or greenlets spread over a process per core otherwise); 0 = use workers started elsewhere (default 12)",
     )
+    _add_pool_flag(parser, "how the run's own workers run")
     parser.add_argument(
         "--broker",
         default=None,
@@ -380,7 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="start a Celery worker for runs with --workers 0")
     worker.add_argument("--broker", default=None, help=f"broker URL (default: ${BROKER_ENV})")
-    worker.add_argument("--concurrency", type=_positive_int, default=os.cpu_count() or 1)
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=None,
+        help="tasks at once in this process (default: the cores with prefork, 16 per core otherwise); "
+        "with threads or gevent, start one such worker per core",
+    )
+    _add_pool_flag(worker, "how this worker runs")
     worker.add_argument("--task", default=None, help=f"function to run (default: ${TASK_ENV}, else the reference)")
     worker.add_argument("--queue", default=QUEUE, help=f"queue to consume (default {QUEUE})")
     worker.add_argument("--loglevel", default="INFO")
@@ -446,6 +467,7 @@ def _run_options(args: argparse.Namespace):
     return RunOptions(
         output=args.output,
         workers=args.workers,
+        pool=args.pool,
         broker=args.broker,
         time_scale=args.time_scale,
         task=args.task,
@@ -559,7 +581,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from stream_processor.workers import worker_command
+    from stream_processor.workers import default_concurrency, worker_command
 
     broker_url = resolve_broker(args.broker)
     if not broker_url:
@@ -570,7 +592,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     os.environ.update({BROKER_ENV: broker_url, TASK_ENV: task_path, QUEUE_ENV: args.queue})
-    command = worker_command(args.concurrency, args.queue, loglevel=args.loglevel)
+    concurrency = args.concurrency or default_concurrency(args.pool)
+    command = worker_command(concurrency, args.queue, loglevel=args.loglevel, pool=args.pool)
     os.execv(command[0], command)  # become the worker: signals reach Celery directly
 
 

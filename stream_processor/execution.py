@@ -18,8 +18,12 @@ An outcome is a list [kind, value, run_s]:
 
 from __future__ import annotations
 
+import importlib
 import json
+import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +31,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from stream_processor.batch_run import BatchRun
+
+log = logging.getLogger(__name__)
 
 DONE, FAILED, TIMED_OUT, INVALID, SKIPPED = "done", "failed", "timed_out", "invalid", "skipped"
 
@@ -36,6 +42,21 @@ MAX_ALARM_S = 1e8  # longer is "no limit" (setitimer overflows near 1e10 s)
 
 class EventTimeout(Exception):
     """Raised inside the function when it runs past its time limit (SIGALRM)."""
+
+
+def load_function(path: str) -> Callable[..., Any]:
+    """Import `package.module:function` and return the function."""
+    module_name, sep, attribute = path.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"--task must look like package.module:function, got {path!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"--task {path}: cannot import {module_name} ({exc})") from None
+    function = getattr(module, attribute, None)
+    if not callable(function):
+        raise ValueError(f"--task {path}: {module_name} has no function {attribute!r}")
+    return function
 
 
 def describe_error(exc: BaseException) -> str:
@@ -71,6 +92,93 @@ def time_limit(seconds: float | None) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
+
+
+MAX_ABANDONED_ENV = "STREAM_PROCESSOR_MAX_ABANDONED"
+DEFAULT_MAX_ABANDONED = 32  # threads left running past their limit in one process, before it is recycled
+
+
+def call_within(call: Callable[[], Any], seconds: float | None) -> Any:
+    """`call()`, stopped with EventTimeout after `seconds`, however this process runs tasks:
+    - its main thread (prefork, a lone process): SIGALRM interrupts it (`time_limit`);
+    - gevent or eventlet: a green Timeout, raised at its next yield (I/O, sleep); a
+      function that computes without yielding holds the whole process until it ends;
+    - another thread (the threads pool, the in-process engine): no signal reaches it, so
+      it runs in a helper thread, abandoned at the limit: it goes on running, its result
+      is discarded, the event is TIMED_OUT at once. See `abandoned_threads` for the bound."""
+    if not seconds or seconds > MAX_ALARM_S:
+        return call()
+    green = _green_timeout()
+    if green is not None:
+        with green(seconds, EventTimeout(f"ran past its time limit of {seconds:g} s")):
+            return call()
+    if threading.current_thread() is threading.main_thread():
+        with time_limit(seconds):
+            return call()
+    return _in_helper_thread(call, seconds)
+
+
+def _green_timeout():
+    """gevent's or eventlet's Timeout class when this process is monkey-patched by one."""
+    if "gevent.monkey" in sys.modules and sys.modules["gevent.monkey"].is_module_patched("threading"):
+        import gevent
+
+        return gevent.Timeout
+    if "eventlet.patcher" in sys.modules and sys.modules["eventlet.patcher"].is_monkey_patched("thread"):
+        import eventlet
+
+        return eventlet.Timeout
+    return None
+
+
+_abandoned: list[threading.Thread] = []  # helper threads still running past their limit
+_abandoned_lock = threading.Lock()
+_when_too_many: list[Callable[[int], None]] = []  # told the count when it reaches max_abandoned()
+
+
+def when_too_many_abandoned(hook: Callable[[int], None]) -> None:
+    """What to do when too many abandoned threads pile up (a worker recycles its process)."""
+    _when_too_many[:] = [hook]
+
+
+def max_abandoned() -> int:
+    return int(os.environ.get(MAX_ABANDONED_ENV) or DEFAULT_MAX_ABANDONED)
+
+
+def abandoned_threads() -> int:
+    """Helper threads of this process still running past their limit. Each holds what its
+    call holds (a stack, a socket, a core if it computes) until it ends by itself: at
+    `max_abandoned()` of them, the hook set by `when_too_many_abandoned` is told (a worker restarts its
+    process, warmly: the tasks it runs end first)."""
+    with _abandoned_lock:
+        _abandoned[:] = [thread for thread in _abandoned if thread.is_alive()]
+        return len(_abandoned)
+
+
+def _in_helper_thread(call: Callable[[], Any], seconds: float) -> Any:
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as it was
+            box["error"] = exc
+
+    helper = threading.Thread(target=run, name="event-call", daemon=True)
+    helper.start()
+    helper.join(seconds)
+    if helper.is_alive():
+        with _abandoned_lock:
+            _abandoned.append(helper)
+        count = abandoned_threads()
+        log.warning("an event ran past its time limit of %g s: left running (%d such in this process)", seconds, count)
+        if count >= max_abandoned():
+            for hook in _when_too_many:
+                hook(count)
+        raise EventTimeout(f"ran past its time limit of {seconds:g} s (left running, its result discarded)")
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def run_events(
@@ -121,8 +229,7 @@ def _run_one(function: Callable[..., Any], line: str, timeout_s: float | None, c
         call = lambda: function(event, **call_kwargs)  # noqa: E731
     started = time.perf_counter()
     try:
-        with time_limit(timeout_s):
-            result = call()
+        result = call_within(call, timeout_s)
     except EventTimeout as exc:
         return [TIMED_OUT, str(exc), time.perf_counter() - started]
     except Exception as exc:  # the event gets an error record (after retries); the batch goes on
@@ -146,8 +253,7 @@ def _run_as_batch(function: Callable[..., Any], lines: list[str], timeout_s: flo
     events = [event for _, event in parsed]
     started = time.perf_counter()
     try:
-        with time_limit(timeout_s * len(lines) if timeout_s else None):
-            results = function(events, **call_kwargs)
+        results = call_within(lambda: function(events, **call_kwargs), timeout_s * len(lines) if timeout_s else None)
     except Exception:  # including EventTimeout: each event on its own then, under its own limit
         return None
     if not isinstance(results, list) or len(results) != len(lines):

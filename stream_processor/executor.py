@@ -40,11 +40,14 @@ class EventTask:
 @dataclass(frozen=True, slots=True)
 class Batch:
     """Events that one worker runs one after another. `handback_after_s`: when one of them
-    runs this long, the worker hands back those not started (None: never)."""
+    runs this long, the worker hands back those not started (None: never). `isolate`: a
+    lone event that was running when a worker process died; it runs in a process of its
+    own, so that if it is what kills processes, it kills only that one (and is LOST)."""
 
     id: int
     tasks: list[EventTask]
     handback_after_s: float | None = None
+    isolate: bool = False
 
 
 def follows_of(batch: list[EventTask]) -> list[int] | None:

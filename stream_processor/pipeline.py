@@ -40,7 +40,7 @@ from stream_processor.tasks import (
 )
 from stream_processor.trace import RunTrace
 from stream_processor.watchdog import DEFAULT_STALL_S, StallWatchdog
-from stream_processor.workers import LocalWorkers
+from stream_processor.workers import DEFAULT_POOL, LocalWorkers, Pool
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,7 @@ MAX_TASK_TIMEOUT_S = 7 * 24 * 3600.0  # longer is no limit at all: say 0
 class RunOptions:
     output: Path = Path("results.json")
     workers: int = 12
+    pool: Pool = DEFAULT_POOL  # how the run's own workers run tasks (see workers.py)
     broker: str | None = None
     time_scale: float = 1.0
     task: str = DEFAULT_TASK
@@ -308,6 +309,7 @@ def pipeline(
         observations.settings = {
             **(mode or {}),
             "workers": options.workers,
+            "pool": str(options.pool),
             "broker": broker.name,
             "task": options.task,
             "time_scale": options.time_scale,
@@ -330,6 +332,7 @@ def _local_workers(options: RunOptions, broker: brokers.RunBroker, queue: str, g
         after_crash=(lambda: brokers.requeue_unacked(broker.url)) if broker.embedded else None,
         on_give_up=give_up,
         verbose=options.verbose,
+        pool=options.pool,
     )
 
 

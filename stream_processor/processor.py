@@ -90,6 +90,9 @@ class _Entry:
     read_at: float
     attempts: int = 0  # runs that failed or died so far
     state: str = QUEUED  # what it waits for, for the head of the line
+    # It was out in a batch whose worker process died (redelivered): maybe what killed it.
+    # From then on it runs alone in a process of its own, where its death is an attempt.
+    suspect: bool = False
 
 
 @dataclass(slots=True)
@@ -307,6 +310,10 @@ class StreamProcessor:
             self._make_ready(offset)
 
     def _make_ready(self, offset: int) -> None:
+        if self._entries[offset].suspect:  # it runs alone, isolated (see _suspect)
+            self._entries[offset].state = QUEUED
+            self._alone.append(offset)
+            return
         now = self.clock()
         self._entries[offset].state = QUEUED
         heapq.heappush(self._ready, offset)
@@ -352,7 +359,11 @@ class StreamProcessor:
             offset = heapq.heappop(self._ready)
             del self._ready_since[offset]
             batch.append((offset, -1))
-            while len(batch) < size and (following := self._order.successor(offset)) is not None:
+            while (
+                len(batch) < size
+                and (following := self._order.successor(offset)) is not None
+                and not self._entries[following].suspect
+            ):
                 self._order.join(following)
                 batch.append((following, len(batch) - 1))
                 offset = following
@@ -365,7 +376,8 @@ class StreamProcessor:
             entry.state = RUNNING
             tasks.append(EventTask(offset, entry.raw.decode("utf-8"), follows))
         batch_id = next(self._batch_ids)
-        self.executor.submit(Batch(batch_id, tasks, self.batching.handback_after_s(len(tasks), running_s)))
+        isolate = len(tasks) == 1 and self._entries[tasks[0].offset].suspect
+        self.executor.submit(Batch(batch_id, tasks, self.batching.handback_after_s(len(tasks), running_s), isolate))
         now = self.clock()
         if not self.batches_out:
             self._progress_at = now
@@ -412,6 +424,8 @@ class StreamProcessor:
         if completions:
             self._on_completions(completions, len(out.offsets))
         if handed_back:
+            if reply.redelivered:
+                self._suspect(handed_back)
             self._hand_back(handed_back, alone=reply.redelivered)
         if reply.final:
             self._batch_over(reply, out)
@@ -469,6 +483,15 @@ class StreamProcessor:
         for offset in startable:
             self._make_ready(offset)
             self._entries[offset].state = HANDED_BACK
+
+    def _suspect(self, offsets: list[int]) -> None:
+        """A whole worker died with these out (a threads or gevent worker dies with every
+        event it runs): one of them may have killed it, and nobody knows which. None is
+        charged an attempt for it (so innocent batch-mates are never failed by a poison
+        event), but each runs again alone, isolated, where a death is its own."""
+        for offset in offsets:
+            if self._is_running(offset):
+                self._entries[offset].suspect = True
 
     def _is_done(self, offset: int) -> bool:
         """Written, or done and waiting for its turn (not a stray offset never admitted)."""

@@ -9,25 +9,32 @@ so completions are pushed to the client rather than polled.
 
 from __future__ import annotations
 
-import importlib
+import heapq
 import inspect
+import itertools
+import json
 import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import worker_init, worker_process_init, worker_ready
 from kombu import Exchange, Queue
+from kombu.utils.compat import detect_environment
 
 from stream_processor.batch_run import BatchRun, Report, process_monitor
-from stream_processor.execution import run_events
+from stream_processor.execution import TIMED_OUT, load_function, run_events, when_too_many_abandoned
+from stream_processor.executor import LOST
 from stream_processor.processes import set_parent_death_signal
 
 log = logging.getLogger(__name__)
@@ -50,6 +57,7 @@ QUEUE = "stream_processor"  # shared by `--workers 0` runs and workers started o
 RUN_QUEUE_PREFIX = "stream_processor.run."  # a run's private queue, for its own workers
 RUN_QUEUE_TTL_S = 3600  # RabbitMQ drops a run's own queue after an hour unused (a crashed run)
 DEFAULT_VISIBILITY_TIMEOUT_S = 3600
+REDIS_MAX_CONNECTIONS = 2048
 # AMQP heartbeat: RabbitMQ closes the connection of a host that vanished (power, network)
 # after about two to three of these, and hands its unacked tasks (acks_late) to the others.
 # With 5 s, a cut host's tasks run elsewhere within about 10-15 s. 0 turns it off.
@@ -97,7 +105,11 @@ def make_app(broker_url: str | None = None, queue: str | None = None, backend: s
         # Redis only: a task unacked for this long is handed out again. Keep it above
         # any task's time limit, or a long task is run twice.
         broker_transport_options={
-            "visibility_timeout": _seconds_from_env(VISIBILITY_TIMEOUT_ENV, DEFAULT_VISIBILITY_TIMEOUT_S)
+            "visibility_timeout": _seconds_from_env(VISIBILITY_TIMEOUT_ENV, DEFAULT_VISIBILITY_TIMEOUT_S),
+            # Redis only: connections of a process, at most (made as needed). kombu's 10 is
+            # too few for a threads or gevent worker whose tasks ack and reply at once:
+            # "MaxConnectionsError: Too many connections", and a lost ack.
+            "max_connections": REDIS_MAX_CONNECTIONS,
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
@@ -109,6 +121,27 @@ def make_app(broker_url: str | None = None, queue: str | None = None, backend: s
 def _seconds_from_env(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
+
+GREEN_POLL_S = 0.02  # how long a green worker on Redis waits for a task before it looks again
+
+
+def _look_for_tasks_sooner_on_redis() -> None:
+    """gevent and eventlet workers consume without an event loop (Celery's synloop: a
+    drain of up to 2 s at a time). On Redis, once every greenlet holds a task, kombu stops
+    asking for more and waits out that drain (kombu.transport.redis.MultiChannelPoller.get):
+    a greenlet freed meanwhile idles up to 2 s. Each drain waits a few ms instead."""
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.MultiChannelPoller.get
+
+    def get(self, callback, timeout=None):
+        return original(self, callback, GREEN_POLL_S if timeout is None else min(timeout, GREEN_POLL_S))
+
+    kombu_redis.MultiChannelPoller.get = get
+
+
+if detect_environment() in ("gevent", "eventlet"):
+    _look_for_tasks_sooner_on_redis()
 
 app = make_app()
 
@@ -124,21 +157,6 @@ def wait_and_return(event: dict[str, Any], time_scale: float = 1.0) -> dict[str,
     while (left := deadline - time.monotonic()) > 0:
         time.sleep(left)
     return event
-
-
-def load_function(path: str) -> Callable[..., Any]:
-    """Import `package.module:function` and return the function."""
-    module_name, sep, attribute = path.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"--task must look like package.module:function, got {path!r}")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"--task {path}: cannot import {module_name} ({exc})") from None
-    function = getattr(module, attribute, None)
-    if not callable(function):
-        raise ValueError(f"--task {path}: {module_name} has no function {attribute!r}")
-    return function
 
 
 @cache
@@ -157,10 +175,42 @@ class MalformedBatch(Exception):
     """A message whose arguments are not a list of lines: not from a stream-processor client."""
 
 
-@cache
+_slot = threading.local()  # `number`: the slot the running task holds, in this thread or greenlet
+_free_slots: list[int] = []  # heap: slots given back, lowest first
+_new_slots = itertools.count(1)
+_slots_lock = threading.Lock()
+
+
 def worker_identity() -> str:
-    """host:pid of this pool process, carried in each result (who ran what)."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Who ran what, carried in each result: host:pid of a pool process (prefork), and
+    host:pid/N for the Nth concurrent task of a process that runs many (threads, gevent):
+    each counts as a worker (a run with workers elsewhere counts the workers it hears
+    from). N is a slot, reused: gevent starts a greenlet per task."""
+    base = f"{socket.gethostname()}:{os.getpid()}"
+    number = getattr(_slot, "number", None)
+    return base if number is None else f"{base}/{number}"
+
+
+@contextmanager
+def _holding_a_slot() -> Iterator[None]:
+    """A task of a process that runs many at once holds the lowest free slot while it runs."""
+    if threading.current_thread() is threading.main_thread() and _green_environment() is None:
+        yield  # prefork (or a lone process): the process is the worker
+        return
+    with _slots_lock:
+        number = heapq.heappop(_free_slots) if _free_slots else next(_new_slots)
+    _slot.number = number
+    try:
+        yield
+    finally:
+        _slot.number = None
+        with _slots_lock:
+            heapq.heappush(_free_slots, number)
+
+
+def _green_environment() -> str | None:
+    environment = detect_environment()
+    return None if environment == "default" else environment
 
 
 # A batch of events in, one outcome per event out (see execution.py). Retries are the
@@ -175,7 +225,13 @@ def run_batch(
     sent_at: float | None = None,
     follows: list[int] | None = None,
     handback_after_s: float | None = None,
+    isolate: bool = False,
 ) -> dict[str, Any]:
+    with _holding_a_slot():
+        return _run_batch(self, lines, time_scale, expect, timeout_s, sent_at, follows, handback_after_s, isolate)
+
+
+def _run_batch(self, lines, time_scale, expect, timeout_s, sent_at, follows, handback_after_s, isolate):
     path, function, takes_time_scale = configured_task()
     if expect != path:
         # The message only names what it expects; it never chooses the code that runs.
@@ -190,6 +246,11 @@ def run_batch(
         raise MalformedBatch("follows must list, per line, the index of the line it follows (or -1)")
     call_kwargs = {"time_scale": time_scale} if takes_time_scale else {}
     timing = handoff_timing(sent_at)
+    if isolate is True and len(lines) == 1:
+        # An event that was running when a worker that runs many died: it may be what
+        # killed it. It runs in a process of its own, so that it can kill only that.
+        outcome = run_isolated(path, lines[0], timeout_s, call_kwargs)
+        return {"worker": worker_identity(), "outcomes": [outcome], **timing}
     if (self.request.delivery_info or {}).get("redelivered"):
         # Its worker was lost (or cut off) with it, maybe after reporting some of its events:
         # run none of them; the client sends again only those it has no outcome for.
@@ -202,7 +263,7 @@ def run_batch(
         }
     run = BatchRun(len(lines), _seconds(handback_after_s))
     outcomes, handed_back = _run_reporting(self, run, function, lines, timeout_s, call_kwargs, follows)
-    _last_batch_end[0] = time.time()
+    _last_batch_end.at = time.time()
     return {"worker": worker_identity(), "outcomes": outcomes, "handed_back": list(handed_back), **timing}
 
 
@@ -212,7 +273,8 @@ def _run_reporting(task, run: BatchRun, function, lines, timeout_s, call_kwargs,
     long (see batch_run.py)."""
     request, backend = task.request, task.backend  # the monitor's thread has no request of its own
     monitor = process_monitor()
-    monitor.watch(run, lambda report: _publish(backend, request, report))
+    worker = worker_identity()  # the runner's: the monitor's thread is not the worker running it
+    monitor.watch(run, lambda report: _publish(backend, request, report, worker))
     try:
         outcomes = run_events(function, lines, timeout_s, call_kwargs, follows, run)
     finally:
@@ -221,9 +283,9 @@ def _run_reporting(task, run: BatchRun, function, lines, timeout_s, call_kwargs,
     return outcomes, handed_back
 
 
-def _publish(backend, request, report: Report) -> None:
+def _publish(backend, request, report: Report, worker: str) -> None:
     ended = [[index, *outcome] for index, outcome in sorted(report.outcomes.items())]
-    meta = {"worker": worker_identity(), "ended": ended, "handed_back": list(report.handed_back)}
+    meta = {"worker": worker, "ended": ended, "handed_back": list(report.handed_back)}
     if report.running is not None:
         meta["running"] = list(report.running)  # [index, seconds it has run]
     backend.store_result(request.id, meta, EVENTS_ENDED, request=request)
@@ -236,7 +298,45 @@ def _seconds(value: Any) -> float | None:
     return None
 
 
-_last_batch_end = [0.0]  # in this pool process
+_last_batch_end = threading.local()  # `at`: in this pool process, thread or greenlet
+
+
+def run_isolated(path: str, line: str, timeout_s: float | None, call_kwargs: dict[str, Any]) -> list:
+    """One event's outcome, run in a child process (`python -m stream_processor.isolated`):
+    its main thread gets the time limit's signal, and if the function ends the process,
+    only the child dies: the event is LOST (and the run counts an attempt)."""
+    request = {"task": path, "line": line, "timeout_s": timeout_s, "call_kwargs": call_kwargs}
+    limit = hard_time_limit(timeout_s) if timeout_s else None
+    started = time.perf_counter()
+    child = subprocess.Popen(
+        [sys.executable, "-m", "stream_processor.isolated"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, TASK_ENV: path},
+    )
+    try:
+        out, err = child.communicate(json.dumps(request).encode(), timeout=limit)
+    except Exception as exc:
+        # eventlet's green subprocess has a TimeoutExpired of its own, and raises the stdlib's.
+        if not any(cls.__name__ == "TimeoutExpired" for cls in type(exc).__mro__):
+            child.kill()
+            raise
+        child.kill()
+        child.communicate()
+        return [TIMED_OUT, f"killed at the hard time limit of {limit:g} s", time.perf_counter() - started]
+    run_s = time.perf_counter() - started
+    try:
+        outcome = json.loads(out)
+    except ValueError:
+        why = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {child.returncode}"]
+        return [LOST, f"its process died running it alone (code {child.returncode}): {why[0]}", run_s]
+    return outcome
+
+
+def hard_time_limit(task_timeout_s: float) -> float:
+    """Seconds after which a task that ignores its time limit is killed."""
+    return task_timeout_s + max(1.0, 0.1 * task_timeout_s)
 
 
 def handoff_timing(sent_at: float | None) -> dict[str, float | None]:
@@ -245,9 +345,27 @@ def handoff_timing(sent_at: float | None) -> dict[str, float | None]:
     process idled, it was already queued: the gap is what Celery costs between tasks,
     which the client weighs batch sizes against."""
     now = time.time()
-    gap = now - _last_batch_end[0] if _last_batch_end[0] else None
+    last = getattr(_last_batch_end, "at", 0.0)
+    gap = now - last if last else None
     waited = now - sent_at if isinstance(sent_at, int | float) and not isinstance(sent_at, bool) else None
     return {"gap_s": gap, "waited_s": waited}
+
+
+@worker_init.connect
+def _recycle_when_threads_pile_up(**_kwargs) -> None:
+    """Threads pool: events past their limit leave threads running (execution.call_within).
+    When too many pile up, this worker shuts down warmly (the tasks it runs end and are
+    acked first) and exits 0: the run starts it again (worker_group.py); a worker started
+    on its own needs its supervisor (systemd, Kubernetes) to."""
+    asked = []
+
+    def recycle(count: int) -> None:
+        if not asked:
+            asked.append(count)
+            log.warning("%d threads left running past their time limit: restarting this worker", count)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    when_too_many_abandoned(recycle)
 
 
 @worker_ready.connect

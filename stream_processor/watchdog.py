@@ -70,6 +70,7 @@ class StallWatchdog:
         self.warnings: list[str] = []  # what it said, for the report and for tests
         self._next_warning_after = stall_s
         self._stalled = False
+        self._restarted_at: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -106,7 +107,11 @@ class StallWatchdog:
                 self._stalled, self._next_warning_after = False, self.stall_s
             return None
         if self.restart is not None and self.restart_after_s and waited >= self.restart_after_s:
-            return self._restart_workers(waited)
+            # Once restarted, the workers get as long again to bring a result (starting
+            # them and handing back their tasks takes seconds), not one more check.
+            if self._restarted_at is None or self.clock() - self._restarted_at >= self.restart_after_s:
+                return self._restart_workers(waited)
+            return None
         if waited < self._next_warning_after:
             return None
         self._stalled = True
@@ -124,6 +129,7 @@ class StallWatchdog:
         log.warning("%s", message)
         self.warnings.append(message)
         self.restarts += 1
+        self._restarted_at = self.clock()
         self.restart()
         self._stalled, self._next_warning_after = False, self.stall_s
         return message

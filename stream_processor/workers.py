@@ -1,8 +1,15 @@
-"""Celery workers for a run: started with it, ready before the first event, gone after it."""
+"""Celery workers for a run: started with it, ready before the first event, gone after it.
+
+Three pools (Celery's): `prefork` runs each of W events in a process of its own; `threads`
+and `gevent` run W threads or greenlets spread over one `celery worker` process per core
+(see `process_sizes`), so hundreds of workers that wait on a remote service cost a few
+processes, not hundreds. `eventlet` works like gevent.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -11,6 +18,7 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 
 from stream_processor import processes
@@ -29,13 +37,70 @@ class WorkerError(processes.StartError):
     """The local Celery worker did not start."""
 
 
+class Pool(StrEnum):
+    """How a Celery worker runs its tasks (`celery worker --pool`)."""
+
+    PREFORK = "prefork"  # a process per worker: any function, CPU-bound or not thread-safe
+    THREADS = "threads"  # threads in a few processes: functions that wait (network, disk), thread-safe
+    GEVENT = "gevent"  # greenlets (monkey-patched I/O): very many waits, pure-Python I/O
+    EVENTLET = "eventlet"  # as gevent, with eventlet's patching
+
+    @property
+    def in_threads(self) -> bool:
+        """Many workers share a process: one that dies takes all its events with it."""
+        return self is not Pool.PREFORK
+
+
+# The run's default: the reference task (and a scorer waiting on a remote service) waits,
+# and threads wait by the hundred on two cores with no monkey-patching of the user's code;
+# a CPU-bound function still gets every core (a process per core). See the README's table.
+DEFAULT_POOL = Pool.THREADS
+
+
+def worker_processes(pool: Pool, workers: int, cpus: int | None = None) -> list[int]:
+    """How many workers each `celery worker` process runs: prefork, one process with all of
+    them (its pool forks one per worker); threads and gevent, one process per core (each
+    holds a GIL and a hub of its own, so CPU-bound work still uses every core), never more
+    processes than workers, the workers shared out as evenly as can be."""
+    if workers < 1:
+        return []
+    if pool is Pool.PREFORK:
+        return [workers]
+    cpus = cpus or available_cpus()
+    count = min(cpus, workers)
+    share, extra = divmod(workers, count)
+    return [share + (index < extra) for index in range(count)]
+
+
+THREADS_PER_CORE = 16  # `stream-processor worker --pool threads` with no --concurrency
+
+
+def default_concurrency(pool: Pool) -> int:
+    """`stream-processor worker` with no --concurrency: a process per core for prefork; a
+    few dozen threads or greenlets per core otherwise (tasks that mostly wait)."""
+    cpus = available_cpus()
+    return cpus if pool is Pool.PREFORK else THREADS_PER_CORE * cpus
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def worker_command(
-    concurrency: int, queue: str = QUEUE, hostname: str | None = None, loglevel: str = "WARNING"
+    concurrency: int,
+    queue: str = QUEUE,
+    hostname: str | None = None,
+    loglevel: str = "WARNING",
+    pool: Pool = DEFAULT_POOL,
 ) -> list[str]:
     """The `celery worker` command line this project uses everywhere."""
     command = [
         sys.executable, "-m", "celery", "--quiet", "-A", "stream_processor.tasks", "worker",
-        "--pool", "prefork",
+        # `-P` as Celery's own entry point looks for it, to monkey-patch gevent before anything imports.
+        "-P", str(pool),
         "--concurrency", str(concurrency),
         # Hand a task only to a free process, one at a time: a short event never
         # waits behind a long one that a busy process reserved.
@@ -51,12 +116,14 @@ def worker_command(
 
 
 class LocalWorkers:
-    """One `celery worker` process with `concurrency` pool processes, owned by this run.
+    """The run's own Celery workers: `concurrency` of them, in the `pool` asked for (one
+    `celery worker` process for prefork; one per core for threads and gevent, started and
+    stopped as one group: see worker_group.py).
 
-    It consumes a queue of the run's own, so runs sharing a broker never take each
-    other's events (they may run different tasks). If it dies (a crash, an OOM kill),
-    it is started again; its unfinished tasks come back from the broker (acks_late),
-    or through `after_crash` where the broker needs telling.
+    They consume a queue of the run's own, so runs sharing a broker never take each
+    other's events (they may run different tasks). If one dies (a crash, an OOM kill, a
+    task that ends its process), they are started again; their unfinished tasks come
+    back from the broker (acks_late), or through `after_crash` where the broker needs telling.
     """
 
     def __init__(
@@ -71,9 +138,12 @@ class LocalWorkers:
         after_crash: Callable[[], None] | None = None,
         on_give_up: Callable[[Exception], None] | None = None,
         verbose: bool = False,
+        pool: Pool = DEFAULT_POOL,
     ) -> None:
         self.broker_url = broker_url
         self.concurrency = concurrency
+        self.pool = Pool(pool)
+        self.sizes = worker_processes(self.pool, concurrency)
         self.task_path = task_path
         self.queue = queue
         self.start_timeout_s = start_timeout_s
@@ -124,12 +194,19 @@ class LocalWorkers:
         """Start the worker and wait until it consumes (its ready file appears)."""
         ready_file = self._dir / "ready"
         ready_file.unlink(missing_ok=True)
-        hostname = f"stream-processor-{uuid.uuid4().hex[:8]}@%h"
+        name = f"stream-processor-{uuid.uuid4().hex[:8]}"
+        commands = [
+            worker_command(size, self.queue, f"{name}-{index}@%h", self.loglevel, self.pool)
+            for index, size in enumerate(self.sizes)
+        ]
+        command = commands[0]
+        if len(commands) > 1:
+            command = [sys.executable, "-m", "stream_processor.worker_group", str(ready_file), json.dumps(commands)]
         # Celery's chatter (its warning about root, "Warm shutdown", ...) would split the
         # progress bar: it goes to a log file, or with -v to stderr. Never to stdout.
         with self._log_stream() as log_stream:
             process = processes.spawn(
-                worker_command(self.concurrency, self.queue, hostname, self.loglevel),
+                command,
                 env=self._environment(ready_file),
                 stdout=log_stream,
                 stderr=log_stream,

@@ -8,7 +8,8 @@ import json
 import pytest
 from test_failures import celery_processes, finish, kill, lines_of, started, wait_until, write_events
 
-FAST = ["--workers", "2", "--no-progress"]
+# prefork: these tests kill and count pool processes (tests/test_pools.py covers every pool)
+FAST = ["--workers", "2", "--no-progress", "--pool", "prefork"]
 
 
 def report_of(path) -> dict:

@@ -18,7 +18,9 @@ from test_failures import celery_processes, finish, kill, lines_of, started, wai
 
 COUNT, HELD = 60, 20
 # Batches of several 20 ms events: the held one always has batch-mates before and after it.
-ARGS = ["--workers", "2", "--no-progress", "--batch-target-ms", "200", "--task", "tasks_for_tests:held_or_short"]
+# prefork: its pool processes are killed and counted (tests/test_pools.py covers every pool).
+ARGS = ["--workers", "2", "--pool", "prefork", "--no-progress", "--batch-target-ms", "200"]
+ARGS += ["--task", "tasks_for_tests:held_or_short"]
 
 
 def heavy_tail(tmp_path: Path, **marks) -> tuple[Path, Path, Path]:

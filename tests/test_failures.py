@@ -22,7 +22,8 @@ from stream_processor.generate import generate_file
 
 pytestmark = pytest.mark.chaos
 
-FAST = ["--workers", "4", "--no-progress"]
+# prefork: these tests kill and count pool processes (tests/test_pools.py covers every pool)
+FAST = ["--workers", "4", "--no-progress", "--pool", "prefork"]
 
 
 def lines_of(path: Path) -> list[bytes]:

@@ -21,7 +21,8 @@ from stream_processor.ordering import parse_order
 from stream_processor.processor import StreamProcessor
 from stream_processor.records import Record
 
-FAST = ["--workers", "4", "--no-progress"]
+# prefork: these tests kill and count pool processes (tests/test_pools.py covers every pool)
+FAST = ["--workers", "4", "--no-progress", "--pool", "prefork"]
 KEY = "key:wiki,title"
 
 

@@ -95,7 +95,7 @@ def test_the_runs_own_workers_are_restarted_after_the_stall_timeout_and_only_the
 def test_a_worker_that_stops_taking_tasks_is_restarted_and_the_run_completes(tmp_path, broker_flag):
     recording = write_events(tmp_path / "in.json", [{"id": n, "wait": 0.2} for n in range(40)])
     output = tmp_path / "out.json"
-    args = ["--input", str(recording), "--output", str(output), "--workers", "2", "--no-progress"]
+    args = ["--input", str(recording), "--output", str(output), "--workers", "2", "--no-progress", "--pool", "prefork"]
     args += ["--stall-timeout", "4", "--stall-warning", "2"]  # no result for 4 s: the workers are stuck
     with started(args + broker_flag, tmp_path) as (process, marker):
         wait_until(lambda: len(lines_of(output)) >= 3, timeout=60, message="a few lines written")
