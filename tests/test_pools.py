@@ -48,7 +48,7 @@ def test_an_event_past_its_timeout_gets_its_record_in_every_pool(tmp_path, broke
     events = [{"id": n, "wait": 0, "sleep": 600 if n in (2, 5) else 0.01} for n in range(12)]
     recording = write_events(tmp_path / "in.json", events)
     output = tmp_path / "out.json"
-    args = ["--input", str(recording), "--output", str(output), "--task-timeout", "1", "--stall-timeout", "4"]
+    args = ["--input", str(recording), "--output", str(output), "--task-timeout", "1", "--stall-timeout", "10"]
     args += ["--task", f"tasks_for_tests:{task}"]
     with started(args + FAST + pool + broker_flag, tmp_path) as (process, _):
         code, stderr = finish(process, timeout=90)
