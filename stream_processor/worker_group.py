@@ -6,7 +6,8 @@ child when there are several processes. It starts each command, with its own rea
 and writes READY_FILE once all are ready. Its members stay in its process group (a stop
 signals them all at once) and die with it (parent-death signal).
 
-When a member dies, the group goes down with it and the supervisor starts it again: with
+When a member dies, the group goes down with it (the others warmly: their running tasks
+end first, for at most STOP_GRACE_S) and the supervisor starts it again: with
 the embedded Redis, the dead member's unacked tasks can only be handed back by handing
 back every unacked task (Redis does not know which consumer holds which), and that is
 only right when no member still runs one. A member that ends of its own accord with code
@@ -28,6 +29,7 @@ from pathlib import Path
 from stream_processor.processes import set_parent_death_signal
 from stream_processor.tasks import READY_FILE_ENV
 
+STOP_GRACE_S = 10.0  # the other members' warm shutdown, when one died
 MEMBER_DIED = 70  # the exit code of a group whose member died (the supervisor restarts it)
 
 
@@ -38,6 +40,25 @@ def _die_with_group() -> None:
 def _start(command: list[str], ready_file: Path) -> subprocess.Popen:
     env = {**os.environ, READY_FILE_ENV: str(ready_file)}
     return subprocess.Popen(command, env=env, preexec_fn=_die_with_group)
+
+
+def _stop_the_rest(members: dict[int, int]) -> None:
+    """Warm shutdown first: a member killed while it takes a task from Redis can lose it
+    (taken from the queue, not yet recorded as unacked), and its running tasks end and are
+    acked instead of running again. Killed after STOP_GRACE_S all the same."""
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while members and time.monotonic() < deadline:
+        pid, _ = os.waitpid(-1, os.WNOHANG)
+        if pid:
+            members.pop(pid, None)
+        else:
+            time.sleep(0.01)
+    for pid in members:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def main(argv: list[str]) -> int:
@@ -75,9 +96,7 @@ def main(argv: list[str]) -> int:
             members[_start(commands[index], ready_files[index]).pid] = index
             continue
         print(f"worker group: member {index} (pid {pid}) exited with {code}; stopping the group", file=sys.stderr)
-        for other in members:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(other, signal.SIGKILL)
+        _stop_the_rest(members)
         return MEMBER_DIED
     return 0
 
