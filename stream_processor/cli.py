@@ -155,9 +155,9 @@ def _add_pool_flag(parser: argparse.ArgumentParser, how: str) -> None:
         type=Pool,
         choices=list(Pool),
         default=DEFAULT_POOL,
-        help=f"{how} tasks: threads (default: for functions that wait, like the reference task or a "
-        "call to a remote service; hundreds on a few cores), gevent or eventlet (greenlets: more still, for "
-        "pure-Python I/O), prefork (a process each: CPU-bound or not thread-safe functions)",
+        help=f"{how} tasks: prefork (default: a process each; any function, CPU-bound or not thread-safe), "
+        "threads (for functions that wait, like the reference task or a call to a remote service; hundreds "
+        "on a few cores), gevent or eventlet (greenlets: more still, for pure-Python I/O)",
     )
 
 

@@ -51,10 +51,12 @@ class Pool(StrEnum):
         return self is not Pool.PREFORK
 
 
-# The run's default: the reference task (and a scorer waiting on a remote service) waits,
-# and threads wait by the hundred on two cores with no monkey-patching of the user's code;
-# a CPU-bound function still gets every core (a process per core). See the README's table.
-DEFAULT_POOL = Pool.THREADS
+# The default stays prefork for now. Threads suit the reference task best (it waits, as a
+# scorer waiting on a remote service does: hundreds of waits on two cores, no monkey-
+# patching), but on Redis a task that kills its process can take a task with its dying
+# consumer, and the run then waits for it forever (see the README's Pools): a default
+# must not hang on user code that crashes its process. `--pool threads` is one flag away.
+DEFAULT_POOL = Pool.PREFORK
 
 
 def worker_processes(pool: Pool, workers: int, cpus: int | None = None) -> list[int]:
