@@ -28,7 +28,10 @@ from stream_processor.records import read_records
 MEMORY_GROWTH_TARGET = 0.2  # RSS at the end of the stream within 20 % of RSS at its first checkpoint
 THROUGHPUT_RATIO_TARGET = 0.9  # one task per event: the pipeline's own cost on top of Celery's
 BATCHED_THROUGHPUT_TARGET = 5.0  # with batches: past Celery's per-task floor
-SHORT_TASK_TARGETS = {12: 0.95, 64: 0.80}
+SHORT_TASK_TARGETS = {12: 0.95, 64: 0.80, 256: 0.60}  # with SLEEPING_TASK_POOL
+SLEEPING_TASK_POOL = "threads"  # the pool that fits a task that waits (README: Pools)
+PREFORK_MAX_WORKERS = 64  # one process per worker: hundreds of them do not fit 2 cores
+HIGH_CONCURRENCY_EXCESS_TARGET = 0.03  # W=256 at full scale: span within 3 % of the ideal
 ORDER_MODES = ("total", "key:wiki,title", "none")
 ORDER_EXCESS_TARGET_S = 0.05  # key and none: p50 and p99 within 50 ms of the same mode's ideal
 DASHBOARD_OVERHEAD_TARGET = 0.02  # zero-wait throughput with the live page open: within 2 % of without
@@ -202,18 +205,21 @@ def throughput(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
 
 def short_tasks(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
     """File mode on the recording at a small time scale (about 34 ms an event at 0.02):
-    efficiency against the ideal, batching on and off, where Celery's per-task cost decides."""
+    efficiency against the ideal, where Celery's per-task cost decides. Each pool in
+    `short_pools` (threads, the pool that fits a task that sleeps, first) at each W of
+    `short_workers` it fits (prefork is one process per worker: not at hundreds), and
+    prefork with `--batch-max 1` at the smallest W, as the baseline without batches."""
     settings, recording = workspace.settings, workspace.recording
     durations = recording.durations(settings.short_time_scale)
     rows = []
     for workers in settings.short_workers:
         ideal_span = ideals.makespan(durations, workers)
-        for batch_max in (None, 1):
-            flags = [] if batch_max is None else ["--batch-max", str(batch_max)]
+        for pool, batch_max in _short_task_runs(settings, workers):
+            flags = ["--pool", pool] + ([] if batch_max is None else ["--batch-max", str(batch_max)])
             report = _run(
                 "run.py",
                 workspace,
-                f"short-{broker.kind}-w{workers}-{batch_max or 'batches'}",
+                f"short-{broker.kind}-w{workers}-{pool}-{batch_max or 'batches'}",
                 ["--input", str(recording.path), "--workers", str(workers)]
                 + ["--time-scale", str(settings.short_time_scale), *flags],
                 broker,
@@ -224,18 +230,59 @@ def short_tasks(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
                 {
                     "broker": broker.kind,
                     "workers": workers,
+                    "pool": pool,
                     "time_scale": settings.short_time_scale,
                     "batching": "on (default)" if batch_max is None else "off (--batch-max 1)",
                     **_counts(report),
                     "span_s": report["span_s"],
                     "ideal_span_s": round(ideal_span, 4),
                     "efficiency": _share(ideal_span, report["span_s"]),
-                    "target": SHORT_TASK_TARGETS.get(workers) if batch_max is None else None,
+                    "target": SHORT_TASK_TARGETS.get(workers) if pool == SLEEPING_TASK_POOL else None,
                     "mean_event_run_ms": report.get("batching", {}).get("mean_event_run_ms"),
                     "handoff_ms": report.get("batching", {}).get("handoff_ms"),
                 }
             )
     return rows
+
+
+def _short_task_runs(settings: Settings, workers: int) -> list[tuple[str, int | None]]:
+    runs = [(pool, None) for pool in settings.short_pools if pool != "prefork" or workers <= PREFORK_MAX_WORKERS]
+    if workers == min(settings.short_workers):
+        runs.append(("prefork", 1))
+    return runs
+
+
+def high_concurrency(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
+    """File mode on the recording at full scale with hundreds of workers, in the pool
+    that fits a task that sleeps: span beside the ideal (W events at once, no overhead)."""
+    settings, recording = workspace.settings, workspace.recording
+    durations = recording.durations(settings.time_scale)
+    workers = settings.high_workers
+    ideal_span = ideals.makespan(durations, workers)
+    report = _run(
+        "run.py",
+        workspace,
+        f"high-{broker.kind}-w{workers}",
+        ["--input", str(recording.path), "--workers", str(workers), "--pool", SLEEPING_TASK_POOL]
+        + ["--time-scale", str(settings.time_scale)],
+        broker,
+        expected_events=len(recording),
+        timeout_s=_STARTUP_S + 10 * ideal_span + 60,
+    )
+    return [
+        {
+            "broker": broker.kind,
+            "workers": workers,
+            "pool": SLEEPING_TASK_POOL,
+            "time_scale": settings.time_scale,
+            **_counts(report),
+            "span_s": report["span_s"],
+            "ideal_span_s": round(ideal_span, 4),
+            "efficiency": _share(ideal_span, report["span_s"]),
+            "excess": round(report["span_s"] / ideal_span - 1, 4) if ideal_span else None,
+            "target_excess": HIGH_CONCURRENCY_EXCESS_TARGET,
+        }
+    ]
 
 
 def heavy_tail(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
@@ -518,6 +565,7 @@ SCENARIOS: dict[str, Scenario] = {
     "realtime": realtime,
     "throughput": throughput,
     "short": short_tasks,
+    "high-concurrency": high_concurrency,
     "heavy-tail": heavy_tail,
     "order": orders,
     "order-batch": order_batch,

@@ -21,6 +21,7 @@ from benchmarks.scenarios import SCENARIOS, WITHOUT_BROKER, Workspace
 from benchmarks.settings import Settings
 
 log = logging.getLogger("benchmarks")
+RECORDING_SCENARIOS = {"batch", "realtime", "short", "high-concurrency", "heavy-tail", "order", "order-batch"}
 
 
 def run_suite(
@@ -37,7 +38,7 @@ def run_suite(
     }
     with tempfile.TemporaryDirectory(prefix="stream-processor-bench-") as directory:
         workspace = Workspace(Path(directory), settings)
-        replays_recording = {"batch", "realtime", "short", "heavy-tail", "order", "order-batch"} & set(scenarios)
+        replays_recording = RECORDING_SCENARIOS & set(scenarios)
         results["recording_events"] = len(workspace.recording) if replays_recording else None
         for name in scenarios:
             for broker in [None] if name in WITHOUT_BROKER else brokers:

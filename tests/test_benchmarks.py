@@ -20,6 +20,7 @@ SCENARIOS = {
     "throughput",
     "heavy-tail",
     "short",
+    "high-concurrency",
     "order",
     "order-batch",
     "memory",
@@ -146,6 +147,7 @@ def test_smoke_benchmark_reports_every_scenario_beside_its_ideal(tmp_path):
     _check_realtime(results)
     _check_throughput(results)
     _check_short(results)
+    _check_high_concurrency(results)
     _check_heavy_tail(results)
     _check_order(results)
     _check_order_batch(results)
@@ -223,10 +225,22 @@ def _check_throughput(results: dict) -> None:
 
 def _check_short(results: dict) -> None:
     rows = results["scenarios"]["short"]
-    assert [(row["workers"], row["batching"]) for row in rows] == [(12, "on (default)"), (12, "off (--batch-max 1)")]
+    assert [(row["workers"], row["pool"], row["batching"]) for row in rows] == [
+        (12, "threads", "on (default)"),
+        (12, "prefork", "on (default)"),
+        (12, "prefork", "off (--batch-max 1)"),
+    ]
+    assert [row["target"] for row in rows] == [0.95, None, None]  # the target is the sleeping task's pool's
     for row in rows:
         assert row["events"] == results["recording_events"]
         assert positive(row["span_s"], row["ideal_span_s"]) and 0 < row["efficiency"] <= 1.05
+
+
+def _check_high_concurrency(results: dict) -> None:
+    [row] = results["scenarios"]["high-concurrency"]
+    assert (row["workers"], row["pool"], row["events"]) == (64, "threads", results["recording_events"])
+    assert positive(row["span_s"], row["ideal_span_s"]) and row["span_s"] >= row["ideal_span_s"] * 0.95
+    assert row["excess"] == pytest.approx(row["span_s"] / row["ideal_span_s"] - 1, abs=0.001)
 
 
 def _check_order(results: dict) -> None:
