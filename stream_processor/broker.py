@@ -69,9 +69,15 @@ class EmbeddedRedis:
     machine's crash would, but then the run is gone too and `--resume` starts over).
     """
 
-    def __init__(self, start_timeout_s: float = 10.0, on_give_up: Callable[[Exception], None] | None = None) -> None:
+    def __init__(
+        self,
+        start_timeout_s: float = 10.0,
+        on_give_up: Callable[[Exception], None] | None = None,
+        after_restart: Callable[[float], None] | None = None,
+    ) -> None:
         self.start_timeout_s = start_timeout_s
         self.on_give_up = on_give_up
+        self.after_restart = after_restart  # told once a server that died serves again
         self._dir: Path | None = None
         self._supervisor: processes.Supervisor | None = None
 
@@ -92,7 +98,7 @@ class EmbeddedRedis:
         self._dir = Path(tempfile.mkdtemp(prefix="stream-processor-redis-"))
         (self._dir / "redis.conf").write_text("\n".join(self._config()) + "\n")
         self._supervisor = processes.Supervisor(
-            "embedded redis-server", self._spawn_serving, on_give_up=self.on_give_up
+            "embedded redis-server", self._spawn_serving, on_give_up=self.on_give_up, after_restart=self.after_restart
         )
         try:
             self._supervisor.start()
@@ -182,14 +188,26 @@ class RunBroker:
     name: str  # fit for reports: no password
     embedded: bool
 
+    @property
+    def may_lose_a_dying_workers_task(self) -> bool:
+        """Redis: a consumer that dies in its BRPOP can take a task nobody holds then, and
+        an unacked one waits out the visibility timeout. RabbitMQ requeues a dead
+        connection's unacked tasks itself, at once."""
+        return self.url.startswith("redis")  # redis://, rediss://, redis+socket://
+
 
 @contextmanager
-def broker_for_run(cli_value: str | None, on_give_up: Callable[[Exception], None] | None = None) -> Iterator[RunBroker]:
-    """The broker a run uses, starting (and stopping) the embedded one if no URL is given."""
+def broker_for_run(
+    cli_value: str | None,
+    on_give_up: Callable[[Exception], None] | None = None,
+    after_restart: Callable[[float], None] | None = None,
+) -> Iterator[RunBroker]:
+    """The broker a run uses, starting (and stopping) the embedded one if no URL is given;
+    `after_restart` is told when the embedded one died and serves again."""
     external = resolve_broker(cli_value)
     if external:
         check_reachable(external)
         yield RunBroker(external, safe_url(external), embedded=False)
         return
-    with EmbeddedRedis(on_give_up=on_give_up) as embedded:
+    with EmbeddedRedis(on_give_up=on_give_up, after_restart=after_restart) as embedded:
         yield RunBroker(embedded.url, "embedded redis", embedded=True)

@@ -75,6 +75,7 @@ class CoreState:
     replies: int = 0  # messages back for batches: reports while they run, and final replies
     results_back: int = 0  # events those told of for the first time
     handed_back: int = 0  # events workers gave back unstarted, when one of their batch overran
+    asked_again: int = 0  # events sent again because the workers or the broker restarted with them out
 
 
 @dataclass

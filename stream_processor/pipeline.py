@@ -40,7 +40,7 @@ from stream_processor.tasks import (
 )
 from stream_processor.trace import RunTrace
 from stream_processor.watchdog import DEFAULT_STALL_S, StallWatchdog
-from stream_processor.workers import DEFAULT_POOL, LocalWorkers, Pool
+from stream_processor.workers import DEFAULT_POOL, PREFORK_WORKERS_THAT_FIT, LocalWorkers, Pool
 
 log = logging.getLogger(__name__)
 
@@ -260,6 +260,14 @@ def pipeline(
         if processor is not None:
             processor.fail(reason)
 
+    def broker_restarted(died_at: float) -> None:  # it may have lost tasks or replies: ask again
+        if processor is not None:
+            processor.ask_again("the embedded broker restarted", suspects=False, sent_before=died_at)
+
+    def workers_restarted(died_at: float) -> None:  # they died or stalled with tasks out, maybe because of one
+        if processor is not None:
+            processor.ask_again("the run's workers restarted", suspects=True, sent_before=died_at)
+
     with ExitStack() as stack:
         if options.metrics_port is not None:
             stack.enter_context(_serve_metrics(observations, options.metrics_port))
@@ -269,7 +277,7 @@ def pipeline(
         )
         if sink.start_offset:
             log.info("resuming %s after %d complete lines", options.output, sink.start_offset)
-        broker = stack.enter_context(brokers.broker_for_run(options.broker, on_give_up=give_up))
+        broker = stack.enter_context(brokers.broker_for_run(options.broker, give_up, broker_restarted))
         queue = options.queue
         if options.workers:
             queue = f"{RUN_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}"
@@ -289,7 +297,11 @@ def pipeline(
             retries=RetryPolicy(options.retries, options.retry_backoff_s),
             workers=options.workers or None,
         )
-        workers = stack.enter_context(_local_workers(options, broker, queue, give_up)) if options.workers else None
+        workers = (
+            stack.enter_context(_local_workers(options, broker, queue, give_up, workers_restarted))
+            if options.workers
+            else None
+        )
         if begin:
             sink.begin()  # only now is an earlier output replaced: everything the run needs has started
         processor.start()
@@ -319,7 +331,13 @@ def pipeline(
         yield run
 
 
-def _local_workers(options: RunOptions, broker: brokers.RunBroker, queue: str, give_up) -> LocalWorkers:
+def _local_workers(options: RunOptions, broker: brokers.RunBroker, queue: str, give_up, restarted) -> LocalWorkers:
+    if options.pool is Pool.PREFORK and options.workers > PREFORK_WORKERS_THAT_FIT:
+        log.warning(
+            "%d prefork processes: a process per worker; for a task that waits, --pool threads runs as many "
+            "in a process per core",
+            options.workers,
+        )
     hard_limit = hard_time_limit(options.task_timeout_s) if options.task_timeout_s else 0.0
     return LocalWorkers(
         broker.url,
@@ -333,6 +351,8 @@ def _local_workers(options: RunOptions, broker: brokers.RunBroker, queue: str, g
         on_give_up=give_up,
         verbose=options.verbose,
         pool=options.pool,
+        # Only where a task can be lost with its worker: elsewhere asking again only runs it twice.
+        after_restart=restarted if broker.may_lose_a_dying_workers_task else None,
     )
 
 

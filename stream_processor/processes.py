@@ -100,7 +100,9 @@ class Supervisor:
 
     `start()` must return a running (and ready) child. `before_restart()` runs after a
     crash, once whatever was left of the child is killed, and before the next start
-    (e.g. to hand the dead worker's tasks back to the queue). After `max_restarts`
+    (e.g. to hand the dead worker's tasks back to the queue); `after_restart(died_at)` once
+    the new child is ready, with the `time.monotonic()` the death was seen at (e.g. to send
+    again what was sent to the dead one). After `max_restarts`
     within `window_s`, or a failed restart, it stops trying and calls `on_give_up`.
     """
 
@@ -112,10 +114,12 @@ class Supervisor:
         on_give_up: Callable[[Exception], None] | None = None,
         max_restarts: int = 5,
         window_s: float = 60.0,
+        after_restart: Callable[[float], None] | None = None,
     ) -> None:
         self.name = name
         self._start = start
         self._before_restart = before_restart
+        self._after_restart = after_restart
         self.on_give_up = on_give_up
         self.max_restarts = max_restarts
         self.window_s = window_s
@@ -150,7 +154,7 @@ class Supervisor:
                     return
 
     def _restart(self) -> None:
-        now = time.monotonic()
+        now = died_at = time.monotonic()
         self._restart_times = [t for t in self._restart_times if now - t < self.window_s] + [now]
         if len(self._restart_times) > self.max_restarts:
             raise StartError(f"{self.name} died {len(self._restart_times)} times within {self.window_s:.0f} s")
@@ -159,6 +163,8 @@ class Supervisor:
             self._before_restart()
         self.process = self._start()
         self.restarts += 1
+        if self._after_restart:
+            self._after_restart(died_at)
 
     def stop(self, first_signal: int = signal.SIGTERM, grace_s: float = 10.0) -> None:
         with self._lock:

@@ -172,6 +172,7 @@ class StreamProcessor:
         self.replies = 0  # messages back for batches out: reports while they run, and final replies
         self.results_back = 0  # events those told of for the first time
         self.handed_back = 0  # events workers gave back unstarted
+        self.asked_again = 0  # events sent again after a restart of the workers or the broker
 
     # -- called from any thread ----------------------------------------------------------
 
@@ -204,6 +205,12 @@ class StreamProcessor:
     def fail(self, reason: BaseException) -> None:
         """Stop the run from outside (a broker or worker that cannot be kept running)."""
         self._mailbox.put(("fail", reason))
+
+    def ask_again(self, why: str, suspects: bool, sent_before: float | None = None) -> None:
+        """Send again every batch out (sent before `sent_before`, on this run's clock), from
+        outside: the run's workers or its broker were restarted, and a task can be lost
+        then (see `_ask_again`)."""
+        self._mailbox.put(("ask again", why, suspects, sent_before))
 
     def close(self) -> None:
         if self._thread is not None:
@@ -279,6 +286,8 @@ class StreamProcessor:
             self._drain_waiters.append(message[1])
         elif kind == "fail":
             raise _Failed(message[1])
+        elif kind == "ask again":
+            self._ask_again(*message[1:])
 
     def _wait_s(self) -> float:
         now = self.clock()
@@ -429,6 +438,29 @@ class StreamProcessor:
             self._hand_back(handed_back, alone=reply.redelivered)
         if reply.final:
             self._batch_over(reply, out)
+
+    def _ask_again(self, why: str, suspects: bool, sent_before: float | None) -> None:
+        """Forget every batch out (sent before `sent_before`: later ones went out after the
+        restart began, some maybe in answer to a redelivery) and send its events with no
+        result yet again.
+
+        After a restart nobody may hold a task any more: a Redis consumer that dies in its
+        BRPOP takes one with it, a reconnecting worker leaves its prefetched ones unacked
+        for the visibility timeout, a broker may lose what it had not written. Waiting for
+        the broker to hand them out again can mean waiting forever. A forgotten batch that
+        still comes back is a repeat (dropped, `_on_reply`); one handed out again runs
+        nothing. `suspects`: the workers died or stalled with these out, and one of them
+        may be why; each then runs alone, isolated (see `_suspect`)."""
+        lost = [batch_id for batch_id, out in self._out.items() if sent_before is None or out.sent_at < sent_before]
+        if not lost:
+            return
+        offsets = sorted(offset for batch_id in lost for offset in self._out.pop(batch_id).waiting)
+        log.warning("%s: sending again the %d events of the %d batches out", why, len(offsets), len(lost))
+        self.batches_out -= len(lost)
+        self.asked_again += len(offsets)
+        if suspects:
+            self._suspect(offsets)
+        self._hand_back(offsets, alone=suspects)
 
     def _note_worker(self, out: _BatchOut, reply: Reply) -> None:
         """Which process runs the batch, and which event of it, as its replies say."""
@@ -594,6 +626,7 @@ class StreamProcessor:
             replies=self.replies,
             results_back=self.results_back,
             handed_back=self.handed_back,
+            asked_again=self.asked_again,
         )
         for hook in self._state_hooks:
             hook(state)

@@ -109,6 +109,7 @@ def _replies(state) -> dict[str, Any]:
         "results": results,
         "results_per_message": round(results / messages, 3) if messages else None,
         "handed_back": state.handed_back if state else 0,
+        "asked_again": state.asked_again if state else 0,
     }
 
 
@@ -144,6 +145,7 @@ def summary_text(report: dict[str, Any]) -> str:
         lines.append(
             f"replies     {replies['results_per_message']:g} results per message"
             + (handed_back if replies.get("handed_back") else "")
+            + (f", {replies['asked_again']} sent again after a restart" if replies.get("asked_again") else "")
         )
     if report.get("late_replies_dropped") or report.get("duplicates_dropped"):
         lines.append(

@@ -51,12 +51,13 @@ class Pool(StrEnum):
         return self is not Pool.PREFORK
 
 
-# The default stays prefork for now. Threads suit the reference task best (it waits, as a
-# scorer waiting on a remote service does: hundreds of waits on two cores, no monkey-
-# patching), but on Redis a task that kills its process can take a task with its dying
-# consumer, and the run then waits for it forever (see the README's Pools): a default
-# must not hang on user code that crashes its process. `--pool threads` is one flag away.
+# The default is prefork: at a first run's 12 workers the reference task (it sleeps) is at
+# the ideal in prefork and threads alike, and prefork forgives more of a user's first
+# function: not thread-safe, hanging past its hard limit (killed, not abandoned), or
+# crashing its process (one event lost, not a process of threads). Past a few dozen
+# workers processes stop fitting on a few cores: the run suggests `--pool threads`.
 DEFAULT_POOL = Pool.PREFORK
+PREFORK_WORKERS_THAT_FIT = 64  # more prefork processes than this: suggest threads
 
 
 def worker_processes(pool: Pool, workers: int, cpus: int | None = None) -> list[int]:
@@ -125,7 +126,8 @@ class LocalWorkers:
     They consume a queue of the run's own, so runs sharing a broker never take each
     other's events (they may run different tasks). If one dies (a crash, an OOM kill, a
     task that ends its process), they are started again; their unfinished tasks come
-    back from the broker (acks_late), or through `after_crash` where the broker needs telling.
+    back from the broker (acks_late), or through `after_crash` where the broker needs telling;
+    `after_restart` lets the run send again what the dead ones held.
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class LocalWorkers:
         after_crash: Callable[[], None] | None = None,
         on_give_up: Callable[[Exception], None] | None = None,
         verbose: bool = False,
+        after_restart: Callable[[float], None] | None = None,
         pool: Pool = DEFAULT_POOL,
     ) -> None:
         self.broker_url = broker_url
@@ -152,6 +155,7 @@ class LocalWorkers:
         self.loglevel = loglevel
         self.visibility_timeout_s = visibility_timeout_s
         self.after_crash = after_crash
+        self.after_restart = after_restart  # told once workers that died consume again
         self.on_give_up = on_give_up
         self.verbose = verbose  # the worker's own log on our stderr; else in a file of the run's
         self._supervisor: processes.Supervisor | None = None
@@ -168,7 +172,11 @@ class LocalWorkers:
     def start(self) -> LocalWorkers:
         self._dir = Path(tempfile.mkdtemp(prefix="stream-processor-worker-"))
         self._supervisor = processes.Supervisor(
-            "celery worker", self._spawn_ready, before_restart=self.after_crash, on_give_up=self.on_give_up
+            "celery worker",
+            self._spawn_ready,
+            before_restart=self.after_crash,
+            on_give_up=self.on_give_up,
+            after_restart=self.after_restart,
         )
         try:
             self._supervisor.start()

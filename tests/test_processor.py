@@ -1082,3 +1082,55 @@ def test_once_many_short_events_have_come_back_batches_grow_again(runs):
         sizes.append(len(batch))
         run.executor.complete(batch)
     assert max(sizes) == 10, sizes
+
+
+# -- asking again after a restart ------------------------------------------------------------
+
+
+def test_after_a_restart_the_batches_out_are_sent_again_and_their_late_replies_dropped(runs):
+    """A broker restart may lose a task (see StreamProcessor._ask_again): everything out
+    with no result yet goes out again, and the forgotten batches count for nothing."""
+    run = runs(batching=primed_batching(3), workers=1)
+    records = records_for(4)
+    held, batch = held_and_full_batch(run, records)
+    run.processor.ask_again("a test restart", suspects=False)
+    again = [run.next_batch(), run.next_batch()]
+    assert sorted(offset for b in again for offset in offsets_of(b)) == [0, 1, 2, 3]
+    run.executor.complete(held, {0: (DONE, '{"forgotten": true}')})  # the lost task came back after all
+    for resent in again:
+        run.executor.complete(resent)
+    assert run.processor.drain(TIMEOUT)
+    assert run.sink.lines == [record.raw for record in records]
+    assert run.processor.asked_again == 4
+    assert len(run.executor.batches) == 4  # nothing more went out
+
+
+def test_after_a_restart_of_the_workers_each_event_out_runs_alone_and_results_back_are_kept(runs):
+    run = runs(batching=primed_batching(3), workers=4)
+    records = records_for(4)
+    held, batch = held_and_full_batch(run, records)
+    run.executor.on_complete(
+        Reply(run.executor.batch_ids[id(batch)], [Completion(1, DONE, None, RUN_S, "w:1")], final=False)
+    )
+    run.processor.ask_again("a test restart", suspects=True)
+    alone = [offsets_of(run.next_batch()) for _ in range(3)]
+    assert sorted(alone) == [[0], [2], [3]]  # offset 1 had come back: it is not sent again
+    for resent in run.executor.batches[2:]:
+        run.executor.complete(resent)
+    assert run.processor.drain(TIMEOUT)
+    assert run.sink.lines == [record.raw for record in records]
+    assert run.processor.asked_again == 3
+
+
+def test_a_restart_does_not_send_again_what_went_out_after_it_began(runs):
+    """What went out once the restart began (say, in answer to a redelivery) is not lost."""
+    run = runs(batching=primed_batching(3), workers=4)
+    records = records_for(4)
+    began = time.monotonic()
+    held, batch = held_and_full_batch(run, records)
+    run.processor.ask_again("a test restart", suspects=True, sent_before=began)
+    run.executor.complete(held)
+    run.executor.complete(batch)
+    assert run.processor.drain(TIMEOUT)
+    assert run.sink.lines == [record.raw for record in records]
+    assert (run.processor.asked_again, len(run.executor.batches)) == (0, 2)

@@ -227,6 +227,29 @@ def test_hostile_methods_paths_and_headers_never_get_a_5xx_or_a_traceback(server
     assert_answered_without_failing(answer, request)
 
 
+# The repros (18.3): an odd number is a 400 with the usual one-line JSON error, naming the parameter.
+ODD_NUMBERS = {
+    "namespace": ["--5", "%C2%B2", "-%C2%B2", "%D9%A3"],
+    "since": ["%C2%B2", "--5"],
+    "speed": ["%D9%A3", "1_0"],
+}
+
+
+@pytest.mark.parametrize(
+    "parameter, value", [(name, value) for name, values in ODD_NUMBERS.items() for value in values]
+)
+def test_an_odd_number_in_the_event_stream_query_is_a_400_with_a_one_line_json_error(server_port, parameter, value):
+    request = request_bytes(
+        "GET", f"{STREAM_PATH}?{parameter}={value}", [(b"Host", f"127.0.0.1:{server_port}".encode())]
+    )
+    answer = raw_http(server_port, request)
+    assert answer.status == 400, (request, answer)
+    body = answer.body.strip()
+    assert b"\n" not in body, body
+    error = json.loads(body)["error"]
+    assert parameter in error, error
+
+
 # -- the last line of defence ----------------------------------------------------------------
 
 # `serve`, with a bug planted: answering /boom raises.
