@@ -148,6 +148,24 @@ def _handler_for(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
         def do_HEAD(self) -> None:  # noqa: N802 - the base class's name
             self._answer(body=False)
 
+        def __getattr__(self, name: str) -> Any:
+            # Any other method (OPTIONS, POST, FROB): 405 as the replay server says, not the
+            # standard library's 501, which claims the server failed.
+            if name.startswith("do_"):
+                return self._refuse_method
+            raise AttributeError(name)
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            # The standard library's parser says 505 to HTTP/2.0 or 9.9 in a request line: a
+            # bad request, not a failure of ours (no request gets a 5xx).
+            if code >= 500:
+                code, message = HTTPStatus.BAD_REQUEST, message or "Bad request"
+            super().send_error(code, message, explain)
+
+        def _refuse_method(self) -> None:
+            refusal = b'{"error": "only GET and HEAD are answered here"}'
+            self._send(HTTPStatus.METHOD_NOT_ALLOWED, refusal, "application/json", True, {"Allow": "GET, HEAD"})
+
         def _answer(self, body: bool) -> None:
             url = urlsplit(self.path)
             authorised = dashboard.authorised(url.query, self.headers.get("Authorization"))
