@@ -611,6 +611,8 @@ def test_a_run_killed_mid_way_resumes_to_a_byte_identical_output_that_verifies(t
 # -- 5. a task that kills its own process (a poison message) -----------------------------------
 
 
+# At most: Celery's prefork pool may run an attempt again if its process died at once (below).
+PREFORK_RUNS_PER_ATTEMPT = 2
 POISONS = {2: "exit", 5: "segfault", 8: "systemexit", 11: "keyboardinterrupt", 14: "sigkill"}
 
 
@@ -646,7 +648,13 @@ def test_events_that_kill_their_worker_process_end_as_error_records_after_exactl
         code = run.wait(120)
     assert code == 3, run.stderr
     assert_poison_records(recording, output, POISONS)
-    assert {path.name: path.read_text() for path in runs.iterdir()} == {f"{n}.runs": "xxx" for n in POISONS}
+    runs_of = {path.name: path.read_text() for path in runs.iterdir()}
+    assert set(runs_of) == {f"{n}.runs" for n in POISONS}
+    # Three counted attempts each. Celery's prefork pool sends a job whose process died
+    # before the pool read that it had started to another process (asynpool's
+    # on_partial_read): an event that kills its process at once can run twice for one
+    # attempt, a run the client never sees (README: failure semantics).
+    assert all(3 <= len(text) <= 3 * PREFORK_RUNS_PER_ATTEMPT for text in runs_of.values()), runs_of
     assert "Traceback" not in run.stderr
 
 
@@ -666,7 +674,7 @@ def test_a_poison_event_inside_a_batch_still_gets_its_three_counted_attempts(tmp
     assert code == 3, run.stderr
     assert_poison_records(recording, output, poisons)
     assert {path.name for path in runs.iterdir()} == {f"{n}.runs" for n in poisons}
-    assert all(path.read_text() in ("xxx", "xxxx") for path in runs.iterdir())
+    assert all(3 <= len(path.read_text()) <= 1 + 3 * PREFORK_RUNS_PER_ATTEMPT for path in runs.iterdir())
 
 
 # -- 6. the replay server dies -----------------------------------------------------------------

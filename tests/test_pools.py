@@ -15,6 +15,7 @@ import pytest
 from conftest import processes_with_marker
 from test_batches_as_events_end import COUNT, HELD, heavy_tail, runs_of
 from test_failures import finish, kill, lines_of, started, wait_until, write_events
+from test_misuse import PREFORK_RUNS_PER_ATTEMPT
 
 POOLS = ["prefork", "threads", "gevent", "eventlet"]
 FAST = ["--workers", "4", "--no-progress"]
@@ -105,7 +106,10 @@ def test_a_poison_event_ends_with_an_error_record_and_fails_no_batch_mate_in_eve
         else:
             assert line == source[offset], offset
     runs = len((poison_dir / "17.runs").read_text())
-    assert 2 <= runs <= 3, stderr  # its batch's loss is not its attempt; then alone, twice
+    # Its batch's loss is not its attempt; then alone, twice (prefork: each maybe twice, see
+    # tests/test_misuse.py's PREFORK_RUNS_PER_ATTEMPT).
+    most = 1 + 2 * (PREFORK_RUNS_PER_ATTEMPT if pool[1] == "prefork" else 1)
+    assert 2 <= runs <= most, stderr
 
 
 @pytest.mark.chaos
