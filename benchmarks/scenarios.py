@@ -24,13 +24,13 @@ from benchmarks.runs import ROOT, RunFailed, Watch, run_and_report
 from benchmarks.settings import Settings
 from benchmarks.tasks import ENDS_ENV
 from stream_processor.records import read_records
+from stream_processor.workers import PREFORK_WORKERS_THAT_FIT, Pool
 
 MEMORY_GROWTH_TARGET = 0.2  # RSS at the end of the stream within 20 % of RSS at its first checkpoint
 THROUGHPUT_RATIO_TARGET = 0.9  # one task per event: the pipeline's own cost on top of Celery's
 BATCHED_THROUGHPUT_TARGET = 5.0  # with batches: past Celery's per-task floor
 SHORT_TASK_TARGETS = {12: 0.95, 64: 0.80, 256: 0.60}  # with SLEEPING_TASK_POOL
-SLEEPING_TASK_POOL = "threads"  # the pool that fits a task that waits (README: Pools)
-PREFORK_MAX_WORKERS = 64  # one process per worker: hundreds of them do not fit 2 cores
+SLEEPING_TASK_POOL = Pool.THREADS  # the pool that fits a task that waits (README: Pools)
 HIGH_CONCURRENCY_EXCESS_TARGET = 0.03  # W=256 at full scale: span within 3 % of the ideal
 ORDER_MODES = ("total", "key:wiki,title", "none")
 ORDER_EXCESS_TARGET_S = 0.05  # key and none: p50 and p99 within 50 ms of the same mode's ideal
@@ -125,9 +125,7 @@ def batch(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
                 "workers": workers,
                 "time_scale": settings.time_scale,
                 **_counts(report),
-                "span_s": report["span_s"],
-                "ideal_span_s": round(ideal_span, 4),
-                "efficiency": _share(ideal_span, report["span_s"]),
+                **_span_figures(report, ideal_span),
                 "run_ideal_span_s": report.get("ideal_span_s"),  # the run's own, as a cross-check
                 "wall_s": report["wall_s"],
             }
@@ -234,9 +232,7 @@ def short_tasks(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
                     "time_scale": settings.short_time_scale,
                     "batching": "on (default)" if batch_max is None else "off (--batch-max 1)",
                     **_counts(report),
-                    "span_s": report["span_s"],
-                    "ideal_span_s": round(ideal_span, 4),
-                    "efficiency": _share(ideal_span, report["span_s"]),
+                    **_span_figures(report, ideal_span),
                     "target": SHORT_TASK_TARGETS.get(workers) if pool == SLEEPING_TASK_POOL else None,
                     "mean_event_run_ms": report.get("batching", {}).get("mean_event_run_ms"),
                     "handoff_ms": report.get("batching", {}).get("handoff_ms"),
@@ -245,10 +241,17 @@ def short_tasks(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
     return rows
 
 
+def _span_figures(report: dict[str, Any], ideal_span: float) -> dict[str, Any]:
+    """The run's span beside the ideal FIFO makespan of the same events and workers."""
+    span = report["span_s"]
+    return {"span_s": span, "ideal_span_s": round(ideal_span, 4), "efficiency": _share(ideal_span, span)}
+
+
 def _short_task_runs(settings: Settings, workers: int) -> list[tuple[str, int | None]]:
-    runs = [(pool, None) for pool in settings.short_pools if pool != "prefork" or workers <= PREFORK_MAX_WORKERS]
+    fits = [pool for pool in settings.short_pools if pool != Pool.PREFORK or workers <= PREFORK_WORKERS_THAT_FIT]
+    runs = [(pool, None) for pool in fits]
     if workers == min(settings.short_workers):
-        runs.append(("prefork", 1))
+        runs.append((Pool.PREFORK, 1))
     return runs
 
 
@@ -276,9 +279,7 @@ def high_concurrency(broker: Broker, workspace: Workspace) -> list[dict[str, Any
             "pool": SLEEPING_TASK_POOL,
             "time_scale": settings.time_scale,
             **_counts(report),
-            "span_s": report["span_s"],
-            "ideal_span_s": round(ideal_span, 4),
-            "efficiency": _share(ideal_span, report["span_s"]),
+            **_span_figures(report, ideal_span),
             "excess": round(report["span_s"] / ideal_span - 1, 4) if ideal_span else None,
             "target_excess": HIGH_CONCURRENCY_EXCESS_TARGET,
         }
