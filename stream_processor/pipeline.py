@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,13 +260,18 @@ def pipeline(
         if processor is not None:
             processor.fail(reason)
 
-    def broker_restarted(died_at: float) -> None:  # it may have lost tasks or replies: ask again
-        if processor is not None:
-            processor.ask_again("the embedded broker restarted", suspects=False, sent_before=died_at)
+    def ask_again_after(why: str, suspects: bool) -> Callable[[float], None]:
+        """What a restarted broker or worker group calls: ask again for what it may have lost."""
 
-    def workers_restarted(died_at: float) -> None:  # they died or stalled with tasks out, maybe because of one
-        if processor is not None:
-            processor.ask_again("the run's workers restarted", suspects=True, sent_before=died_at)
+        def restarted(died_at: float) -> None:
+            if processor is not None:
+                processor.ask_again(why, suspects=suspects, sent_before=died_at)
+
+        return restarted
+
+    broker_restarted = ask_again_after("the embedded broker restarted", suspects=False)
+    # The workers died or stalled with tasks out, maybe because of one of them: suspects.
+    workers_restarted = ask_again_after("the run's workers restarted", suspects=True)
 
     with ExitStack() as stack:
         if options.metrics_port is not None:

@@ -154,7 +154,7 @@ class Supervisor:
                     return
 
     def _restart(self) -> None:
-        now = died_at = time.monotonic()
+        now = time.monotonic()  # when the death was seen
         self._restart_times = [t for t in self._restart_times if now - t < self.window_s] + [now]
         if len(self._restart_times) > self.max_restarts:
             raise StartError(f"{self.name} died {len(self._restart_times)} times within {self.window_s:.0f} s")
@@ -164,7 +164,7 @@ class Supervisor:
         self.process = self._start()
         self.restarts += 1
         if self._after_restart:
-            self._after_restart(died_at)
+            self._after_restart(now)
 
     def stop(self, first_signal: int = signal.SIGTERM, grace_s: float = 10.0) -> None:
         with self._lock:
