@@ -2,7 +2,7 @@
 
 import sys
 
-from stream_processor.cli import main
+from stream_processor.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main(["serve", *sys.argv[1:]]))

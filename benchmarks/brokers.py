@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from stream_processor.broker import EMBEDDED, EmbeddedRedis
+from stream_processor.engine.broker import EMBEDDED, EmbeddedRedis
 from stream_processor.redaction import safe_url
 
 RABBITMQ = "rabbitmq"

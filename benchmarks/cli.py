@@ -17,7 +17,7 @@ from benchmarks.scenarios import GROUPS, OPT_IN, SCENARIOS
 from benchmarks.settings import FULL, SMOKE
 from benchmarks.suite import failures, run_suite
 from benchmarks.table import render
-from stream_processor.cli import Terminated, _positive_float, _positive_int, _raise_terminated
+from stream_processor.cli.main import Terminated, _positive_float, _positive_int, _raise_terminated
 
 DESCRIPTION = (
     "Benchmarks of stream_processor: batch, realtime, throughput, short tasks, ordering modes, memory and the "

@@ -17,9 +17,9 @@ from typing import Any
 from celery.result import ResultSet
 
 from benchmarks.brokers import Broker, broker_url
-from stream_processor.celery_executor import delete_queue
-from stream_processor.tasks import DEFAULT_TASK, RUN_QUEUE_PREFIX, TASK_NAME, make_app, task_queue
-from stream_processor.workers import LocalWorkers
+from stream_processor.engine.celery_executor import delete_queue
+from stream_processor.engine.tasks import DEFAULT_TASK, RUN_QUEUE_PREFIX, TASK_NAME, make_app, task_queue
+from stream_processor.engine.workers import LocalWorkers
 
 
 def celery_floor(broker: Broker, events: list[dict[str, Any]], workers: int, timeout_s: float) -> dict[str, Any]:

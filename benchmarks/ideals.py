@@ -2,8 +2,8 @@
 
 The runs report an ideal of their own; the harness does not take it on trust. Here the
 arrivals come from the recording's timestamps, paced as the replay server paces them
-(`stream_processor.replay.ReplaySchedule`), and the schedule is
-`stream_processor.ideal.simulate`: W workers take events in input order, each on the
+(`stream_processor.core.replay.ReplaySchedule`), and the schedule is
+`stream_processor.observe.ideal.simulate`: W workers take events in input order, each on the
 earliest-free worker, and a result counts once it and all earlier ones are done.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from stream_processor.ideal import simulate, simulate_mode
-from stream_processor.replay import ReplaySchedule
+from stream_processor.core.replay import ReplaySchedule
+from stream_processor.observe.ideal import simulate, simulate_mode
 
 
 def makespan(durations: Sequence[float], workers: int) -> float:

@@ -9,7 +9,7 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from benchmarks.browser import HeadlessChromium
+from harness.browser import HeadlessChromium
 
 OPEN_TIMEOUT_MS = 10_000
 

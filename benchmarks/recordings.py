@@ -8,10 +8,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream_processor.generate import generate_events
-from stream_processor.ordering import parse_order
-from stream_processor.records import check_wait, read_records
-from stream_processor.replay import _timestamp  # the timestamp a replay paces an event by
+from stream_processor.core.ordering import parse_order
+from stream_processor.core.records import check_wait, read_records
+from stream_processor.core.replay import _timestamp  # the timestamp a replay paces an event by
+from stream_processor.sources.generate import generate_events
 
 _ZERO_WAIT_RATE = 1000.0  # edits per second; only their number matters with no pacing
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from stream_processor import processes
-from stream_processor.tasks import BROKER_ENV
+from stream_processor.engine import processes
+from stream_processor.engine.tasks import BROKER_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 POLL_S = 0.05

@@ -15,7 +15,6 @@ from typing import Any
 
 from benchmarks import ideals, server
 from benchmarks.brokers import Broker
-from benchmarks.browser import HeadlessChromium, find_chromium
 from benchmarks.floor import celery_floor
 from benchmarks.memory import RssSampler
 from benchmarks.page_watch import CpuWatch, PageWatch, both, free_port
@@ -23,8 +22,9 @@ from benchmarks.recordings import Recording, write_zero_wait_recording
 from benchmarks.runs import ROOT, RunFailed, Watch, run_and_report
 from benchmarks.settings import Settings
 from benchmarks.tasks import ENDS_ENV
-from stream_processor.records import read_records
-from stream_processor.workers import PREFORK_WORKERS_THAT_FIT, Pool
+from harness.browser import HeadlessChromium, find_chromium
+from stream_processor.core.records import read_records
+from stream_processor.engine.workers import PREFORK_WORKERS_THAT_FIT, Pool
 
 MEMORY_GROWTH_TARGET = 0.2  # RSS at the end of the stream within 20 % of RSS at its first checkpoint
 THROUGHPUT_RATIO_TARGET = 0.9  # one task per event: the pipeline's own cost on top of Celery's
@@ -545,9 +545,9 @@ def cluster(_broker: None, workspace: Workspace) -> list[dict[str, Any]]:
     before it, seconds until back to 90 % of it, lost events and duplicates (both must be 0)."""
     from dataclasses import asdict
 
-    from stream_processor.cluster import Cluster, ClusterSettings
-    from stream_processor.cluster_faults import FAULTS, run_with_fault
-    from stream_processor.netns import why_unavailable
+    from harness.cluster import Cluster, ClusterSettings
+    from harness.cluster_faults import FAULTS, run_with_fault
+    from harness.netns import why_unavailable
 
     why = why_unavailable()
     if why is not None:

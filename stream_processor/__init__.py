@@ -1,10 +1,10 @@
 """Process a live stream of events in parallel on Celery workers; write results in arrival order."""
 
-from stream_processor.execution import batch_function
-from stream_processor.executor import Executor, LocalExecutor
-from stream_processor.ordering import KeyedWindow, OrderMode, ReorderBuffer, WindowFull, parse_order
-from stream_processor.processor import StreamProcessor
-from stream_processor.sink import JsonlSink
+from stream_processor.core.ordering import KeyedWindow, OrderMode, ReorderBuffer, WindowFull, parse_order
+from stream_processor.core.processor import StreamProcessor
+from stream_processor.engine.execution import batch_function
+from stream_processor.engine.executor import Executor, LocalExecutor
+from stream_processor.output.sink import JsonlSink
 
 __all__ = [
     "Executor",

@@ -1,5 +1,5 @@
 import sys
 
-from stream_processor.cli import main
+from stream_processor.cli.main import main
 
 sys.exit(main())

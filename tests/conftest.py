@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from stream_processor.generate import START_TIMESTAMP, generate_events, generate_file
 from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES
+from stream_processor.sources.generate import START_TIMESTAMP, generate_events, generate_file
 
 # A test run started as a background job of a script inherits SIGINT ignored, and so would
 # every run the tests start and then interrupt as Ctrl-C does: they must see it.
@@ -46,6 +46,22 @@ def rabbitmq_reachable(host: str = "localhost", port: int = 5672) -> bool:
         return False
 
 
+TIERS = ("unit", "integration", "e2e", "chaos", "soak", "cluster", "browser")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Each test is marked with its tier, the directory it lives in, and `rabbitmq` when it
+    runs on RabbitMQ (it uses `rabbitmq_url`, or a parameter named for RabbitMQ), so that
+    `-m` can choose tiers and brokers."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+        callspec = getattr(item, "callspec", None)
+        if "rabbitmq_url" in item.fixturenames or (callspec is not None and "rabbitmq" in callspec.id):
+            item.add_marker(pytest.mark.rabbitmq)
+
+
 @pytest.fixture(scope="session")
 def rabbitmq_url() -> str:
     if rabbitmq_reachable():
@@ -59,8 +75,8 @@ def rabbitmq_url() -> str:
 def netns_ready() -> None:
     """Network namespaces can be made here (root, `ip netns`) and RabbitMQ is installed; else
     skip, saying why (or fail where STREAM_PROCESSOR_REQUIRE_NETNS=1, as in CI)."""
-    from stream_processor.netns import why_unavailable
-    from stream_processor.rabbitmq_node import RABBITMQ_BIN
+    from harness.netns import why_unavailable
+    from harness.rabbitmq_node import RABBITMQ_BIN
 
     why = why_unavailable()
     if why is None and not (RABBITMQ_BIN / "rabbitmq-server").exists():
@@ -72,7 +88,7 @@ def netns_ready() -> None:
     pytest.skip(f"cluster tests skipped: {why}")
 
 
-@pytest.fixture(params=["embedded", "rabbitmq"])
+@pytest.fixture(params=["embedded", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
 def broker_flag(request) -> list[str]:
     """Run a test once on the embedded broker and once on RabbitMQ."""
     if request.param == "embedded":
@@ -98,7 +114,7 @@ def headless():
     STREAM_PROCESSOR_REQUIRE_CHROMIUM=1, as in CI)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    browser = importlib.import_module("benchmarks.browser")
+    browser = importlib.import_module("harness.browser")
     if browser.find_chromium() is None:
         if os.environ.get("STREAM_PROCESSOR_REQUIRE_CHROMIUM") == "1":
             pytest.fail("Chromium is required (STREAM_PROCESSOR_REQUIRE_CHROMIUM=1) but is not installed")

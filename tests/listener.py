@@ -12,7 +12,7 @@ from typing import Any
 
 import socketio
 
-from stream_processor.protocol import NAMESPACE
+from stream_processor.protocol.vocabulary import NAMESPACE
 
 
 class Listener:

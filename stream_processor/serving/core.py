@@ -14,16 +14,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from stream_processor.protocol import (
+from stream_processor.observe.report import LatencyHistogram
+from stream_processor.protocol.vocabulary import (
     DEFAULT_MAX_PAYLOAD,
     DEFAULT_SUBSCRIBE_BURST,
     DEFAULT_SUBSCRIBE_RATE,
     DEFAULT_WINDOW,
 )
-from stream_processor.rate_limit import TokenBucket
-from stream_processor.report import LatencyHistogram
 from stream_processor.serving.access import AddressLimit, token_accepted
 from stream_processor.serving.delivery import Delivery
+from stream_processor.serving.rate_limit import TokenBucket
 from stream_processor.serving.recording import Recording
 from stream_processor.serving.replay_loop import Pacing, Step, replay
 from stream_processor.serving.subscriber import SOCKETIO, SSE, Subscriber, Waker, pacing_figures

@@ -21,8 +21,9 @@ import eventlet.greenthread
 import eventlet.wsgi
 import socketio
 
-from stream_processor.protocol import NAMESPACE
-from stream_processor.serving import http_endpoints, socketio_json, sse
+from stream_processor.protocol import event_stream as sse
+from stream_processor.protocol.vocabulary import NAMESPACE
+from stream_processor.serving import http_endpoints, socketio_json
 from stream_processor.serving.access import offered_token
 from stream_processor.serving.core import Refused, ServingCore
 from stream_processor.serving.delivery import DELIVERY_KEY, Delivery, DeliverySessions, is_data_frame, polling_packets

@@ -18,13 +18,13 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
-from stream_processor.serving import sse
+from stream_processor.observe.web import SECURITY_HEADERS, STATUS_PAGE, static_file
+from stream_processor.protocol import event_stream as sse
 from stream_processor.serving.access import host_allowed, host_name, offered_token, origin_allowed, token_accepted
 from stream_processor.serving.core import Refused, ServerSettings, ServingCore
 from stream_processor.serving.replay_loop import Step
 from stream_processor.serving.subscriber import Subscriber, Waker
 from stream_processor.serving.subscription import Subscription
-from stream_processor.web import SECURITY_HEADERS, STATUS_PAGE, static_file
 
 STATUS_PATH = "/status"
 JSON = "application/json"

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 
-from stream_processor.records import Record, count_events, read_records
-from stream_processor.replay import event_time
+from stream_processor.core.records import Record, count_events, read_records
+from stream_processor.core.replay import event_time
 
 
 class Recording:

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from stream_processor.records import Record
-from stream_processor.replay import ReplaySchedule, event_time
+from stream_processor.core.records import Record
+from stream_processor.core.replay import ReplaySchedule, event_time
 from stream_processor.serving.recording import Recording
 from stream_processor.serving.subscriber import Subscriber
 from stream_processor.serving.subscription import Subscription

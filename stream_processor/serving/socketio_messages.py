@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from stream_processor.records import Record
+from stream_processor.core.records import Record
 from stream_processor.serving.socketio_json import EncodedJson
 from stream_processor.serving.subscription import Subscription
 

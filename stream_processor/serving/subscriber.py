@@ -9,9 +9,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from stream_processor.rate_limit import TokenBucket
-from stream_processor.report import LatencyHistogram
+from stream_processor.observe.report import LatencyHistogram
 from stream_processor.serving.delivery import Delivery
+from stream_processor.serving.rate_limit import TokenBucket
 from stream_processor.serving.subscription import Subscription
 
 SOCKETIO, SSE = "socket.io", "sse"

@@ -1,0 +1,638 @@
+"""The command line: argument parsing, and the outcome of a run as an exit code.
+
+Each subcommand calls one function elsewhere. Exit codes: 0 all events done; 3 output
+complete but some events hold error records; 2 a problem the user can fix before the
+run (a flag, a path, an unreadable recording, an unreachable broker, a --url the client
+cannot use or the server refuses as bad); 1 a failure during the run, said in one
+sentence; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from stream_processor.core.batching import DEFAULT_BATCH_MAX, DEFAULT_LINGER_S, DEFAULT_TARGET_S
+from stream_processor.core.ordering import OrderMode, parse_order
+from stream_processor.core.processor import RunFailed
+from stream_processor.core.records import InputFileError
+from stream_processor.engine.broker import BrokerUnreachable, resolve_broker
+from stream_processor.engine.processes import StartError
+from stream_processor.engine.tasks import BROKER_ENV, DEFAULT_TASK, QUEUE, QUEUE_ENV, TASK_ENV, load_function
+from stream_processor.engine.workers import DEFAULT_POOL, Pool
+from stream_processor.output.sink import OutputError
+from stream_processor.protocol.vocabulary import (
+    DEFAULT_MAX_PAYLOAD,
+    DEFAULT_SUBSCRIBE_BURST,
+    DEFAULT_SUBSCRIBE_RATE,
+    TOKEN_ENV,
+)
+from stream_processor.redaction import RedactingFormatter, redact_text, redact_tracebacks
+from stream_processor.run.paths import PathError
+from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES, DEFAULT_ASYNC_MODE
+from stream_processor.serving.core import DEFAULT_HEARTBEAT_S
+
+DESCRIPTION = """\
+Process a stream of events (JSON Lines: a recording, a replay server, or a live
+EventStreams feed) in parallel on Celery workers, and write one result line per event
+in the order the events arrived, each as soon as it and every earlier one are done.
+With no --broker it starts its own broker and workers, and stops them at the end."""
+
+EPILOG = """\
+examples:
+  stream-processor process --input sampled_rc.json --output results.json
+      file mode: the recording straight through 12 local workers (python run.py)
+  stream-processor run --realtime --speed 10
+      streaming: replay the recording over Socket.IO, paced, and process it (python run_streaming.py)
+  stream-processor process --resume
+      continue an interrupted run where its output (and checkpoint) ends
+  stream-processor worker --broker amqp://user:pass@host:5672//
+      a worker on another machine, for runs with --workers 0
+  stream-processor verify sampled_rc.json results.json
+
+exit codes: 0 done; 3 done, some lines are error records; 2 fix something first
+(flag, path, recording, broker); 1 the run failed (the message says why); 130 interrupted.
+Run 'stream-processor COMMAND --help' for a command's flags."""
+
+DASHBOARD_TOKEN_ENV = "STREAM_PROCESSOR_DASHBOARD_TOKEN"
+EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_EVENT_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+log = logging.getLogger("stream_processor")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so every owned process is stopped on the way out."""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port, 0 to 65535 (0: any free one), got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _order_mode(text: str) -> OrderMode:
+    try:
+        return parse_order(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_pacing_flags(parser: argparse.ArgumentParser, default_speed: float) -> None:
+    parser.add_argument("--realtime", action="store_true", help="pace events by their timestamps")
+    parser.add_argument(
+        "--speed", type=_positive_float, default=default_speed, help="with --realtime: X times real time (default 1)"
+    )
+
+
+def _add_token_flag(parser: argparse.ArgumentParser, role: str) -> None:
+    parser.add_argument(
+        "--token",
+        default=os.environ.get(TOKEN_ENV) or None,
+        help=f"shared secret: {role} (default: ${TOKEN_ENV}; prefer it, a flag shows in `ps`)",
+    )
+
+
+def _add_reconnect_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--reconnect-timeout",
+        type=_non_negative_float,
+        default=60.0,
+        metavar="S",
+        help="give up (exit 1) when the server stays unreachable this long; 0 = keep trying (default 60)",
+    )
+
+
+def _add_async_mode_flag(parser: argparse.ArgumentParser, role: str) -> None:
+    parser.add_argument(
+        "--async-mode",
+        choices=ASYNC_MODES,
+        default=os.environ.get(ASYNC_MODE_ENV) or DEFAULT_ASYNC_MODE,
+        help=f"{role}: eventlet (WSGI) or asyncio (ASGI on uvicorn) (default: ${ASYNC_MODE_ENV}, else %(default)s)",
+    )
+
+
+def _add_transport_flag(parser: argparse.ArgumentParser, default_text: str) -> None:
+    parser.add_argument(
+        "--transport",
+        choices=("socket.io", "sse"),
+        default=None,
+        help=f"Socket.IO (RCStream protocol) or the event stream (SSE, EventStreams-style); default: {default_text}",
+    )
+
+
+def _add_pool_flag(parser: argparse.ArgumentParser, how: str) -> None:
+    parser.add_argument(
+        "--pool",
+        type=Pool,
+        choices=list(Pool),
+        default=DEFAULT_POOL,
+        help=f"{how} tasks: prefork (default: a process each; any function, CPU-bound or not thread-safe), "
+        "threads (for functions that wait, like the reference task or a call to a remote service; hundreds "
+        "on a few cores), gevent or eventlet (greenlets: more still, for pure-Python I/O)",
+    )
+
+
+def _add_run_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", type=Path, default=Path("results.json"), help="ordered results (JSON Lines)")
+    parser.add_argument(
+        "--workers",
+        type=_non_negative_int,
+        default=12,
+        help="workers started for the run: events run at once (processes with --pool prefork, threads "
+        "or greenlets spread over a process per core otherwise); 0 = use workers started elsewhere (default 12)",
+    )
+    _add_pool_flag(parser, "how the run's own workers run")
+    parser.add_argument(
+        "--broker",
+        default=None,
+        help=f"broker URL, e.g. amqp://guest:guest@localhost:5672// or redis://localhost:6379/0 "
+        f"(default: ${BROKER_ENV}, else an embedded Redis started for the run)",
+    )
+    parser.add_argument(
+        "--time-scale",
+        type=_non_negative_float,
+        default=1.0,
+        help="multiply each event's wait by this (the reference task only; default 1.0)",
+    )
+    parser.add_argument(
+        "--task",
+        default=DEFAULT_TASK,
+        help="the function to run, package.module:function (default: the reference task)",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=_positive_int,
+        default=1000,
+        help="events read but not yet written, at most (default 1000)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=_non_negative_int,
+        default=2,
+        help="run an event whose task raises up to N more times before its line gets an error record (default 2)",
+    )
+    parser.add_argument(
+        "--retry-backoff",
+        type=_non_negative_float,
+        default=1.0,
+        metavar="S",
+        help="seconds before the first retry, doubling for each next one, at most 60 (default 1)",
+    )
+    parser.add_argument(
+        "--task-timeout",
+        type=_non_negative_float,
+        default=300.0,
+        metavar="S",
+        help="an event whose task runs longer gets an error record; not retried (default 300; 0 = no limit)",
+    )
+    parser.add_argument(
+        "--order",
+        type=_order_mode,
+        default=OrderMode(),
+        metavar="MODE",
+        help="total: every line in input order (default); key:FIELD[,FIELD...]: events with equal values "
+        "of those fields run one at a time in input order, each line written as soon as it is done "
+        "(e.g. key:wiki,title); none: each line as soon as it is done",
+    )
+    parser.add_argument("--report", type=Path, default=None, help="write the run's figures here as JSON")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue after the last complete line of an existing --output"
+    )
+    parser.add_argument(
+        "--queue", default=QUEUE, help=f"with --workers 0: the queue the workers consume (default {QUEUE})"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log at INFO level, and show the workers' own log on stderr",
+    )
+    parser.add_argument(
+        "--batch-max",
+        type=_positive_int,
+        default=DEFAULT_BATCH_MAX,
+        metavar="N",
+        help=f"events sent to a worker in one task, at most; 1 = one task per event (default {DEFAULT_BATCH_MAX})",
+    )
+    parser.add_argument(
+        "--batch-linger-ms",
+        type=_non_negative_float,
+        default=DEFAULT_LINGER_S * 1000,
+        metavar="MS",
+        help="longest an event waits for a batch to fill while every worker is busy "
+        f"(default {DEFAULT_LINGER_S * 1000:g})",
+    )
+    parser.add_argument(
+        "--batch-target-ms",
+        type=_positive_float,
+        default=DEFAULT_TARGET_S * 1000,
+        metavar="MS",
+        help="a batch holds as many events as the measured run time per event fits in this "
+        f"(default {DEFAULT_TARGET_S * 1000:g}); events that take longer go one per task",
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None, metavar="FILE.png", help="draw latency (with its ideal) and in-flight count"
+    )
+    parser.add_argument(
+        "--stall-warning",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="say so when no result has come for S seconds while tasks are out (default 10)",
+    )
+    parser.add_argument(
+        "--stall-timeout",
+        type=_non_negative_float,
+        default=None,
+        metavar="S",
+        help="restart the run's own workers when no result has come for S seconds while tasks are out "
+        "(a worker that stopped taking tasks); default: the task's hard time limit + 30 s; 0 = never",
+    )
+    parser.add_argument(
+        "--dashboard",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve a live page of the run at http://127.0.0.1:PORT/ (0: any free port, logged); "
+        "with $STREAM_PROCESSOR_DASHBOARD_TOKEN set, its data needs that token",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="P",
+        help="serve Prometheus metrics at http://127.0.0.1:P/metrics during the run (0: any free port)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="stream-processor",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log at INFO level, and show the workers' own log on stderr"
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    process = commands.add_parser("process", help="process a recording file in order (file mode)")
+    process.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording (JSON Lines)")
+    _add_run_flags(process)
+
+    run = commands.add_parser("run", help="all in one: replay server, workers, client (streaming mode)")
+    run.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording to replay")
+    run.add_argument("--url", default=None, help="consume this server instead of starting one")
+    _add_token_flag(run, "sent to --url's server (a server started here gets a random one)")
+    _add_reconnect_flag(run)
+    _add_async_mode_flag(run, "the replay server started here")
+    _add_transport_flag(run, "socket.io (for --url: by its path)")
+    _add_pacing_flags(run, default_speed=1.0)
+    _add_run_flags(run)
+
+    consume = commands.add_parser("consume", help="process the events of a replay server, in order")
+    consume.add_argument("--url", default="http://127.0.0.1:5000", help="the server (default %(default)s)")
+    consume.add_argument("--realtime", action="store_true", default=None, help="ask the server to pace the replay")
+    consume.add_argument("--speed", type=_positive_float, default=None, help="ask for X times real time")
+    _add_token_flag(consume, "sent to the server when connecting")
+    _add_reconnect_flag(consume)
+    _add_transport_flag(consume, "sse for a URL whose path starts with /v2/stream/, else socket.io")
+    _add_run_flags(consume)
+
+    serve = commands.add_parser("serve", help="replay a recording over Socket.IO (RCStream protocol, /rc)")
+    serve.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording to replay")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    serve.add_argument("--port", type=_port, default=5000, help="port (0: any free one; default 5000)")
+    serve.add_argument("--loop", action="store_true", help="replay forever")
+    serve.add_argument(
+        "--window", type=_positive_int, default=1000, help="unacknowledged events held per client (default 1000)"
+    )
+    _add_token_flag(serve, "refuse any client that does not send it")
+    _add_async_mode_flag(serve, "how the server runs")
+    serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="allow browsers from this origin, e.g. https://example.org (repeatable; default: same origin only)",
+    )
+    serve.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="answer requests naming this host (Host header), e.g. example.org; repeatable, '*' for any. "
+        "Always allowed: localhost, loopback addresses and the --host address (for 0.0.0.0 or ::, any IP address); "
+        "other names get 403, so a web page cannot reach the server through DNS rebinding",
+    )
+    serve.add_argument(
+        "--max-payload",
+        type=_positive_int,
+        default=DEFAULT_MAX_PAYLOAD,
+        help="bytes a client may send in one message; a bigger one closes it (default %(default)s)",
+    )
+    serve.add_argument(
+        "--subscribe-burst",
+        type=_positive_int,
+        default=DEFAULT_SUBSCRIBE_BURST,
+        help="subscribes a client may send at once before the rate applies (default %(default)s)",
+    )
+    serve.add_argument(
+        "--subscribe-rate",
+        type=_positive_float,
+        default=DEFAULT_SUBSCRIBE_RATE,
+        help="subscribes a second a client may send after its burst; more get an error (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connections-per-address",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="open connections (Socket.IO and event streams) one client address may have (default: no limit; "
+        "Wikimedia's EventStreams allows 2)",
+    )
+    serve.add_argument(
+        "--heartbeat",
+        type=_positive_float,
+        default=DEFAULT_HEARTBEAT_S,
+        metavar="S",
+        help="an idle event stream gets a comment line this often, in seconds (default %(default)s)",
+    )
+    _add_pacing_flags(serve, default_speed=1.0)
+
+    worker = commands.add_parser("worker", help="start a Celery worker for runs with --workers 0")
+    worker.add_argument("--broker", default=None, help=f"broker URL (default: ${BROKER_ENV})")
+    worker.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=None,
+        help="tasks at once in this process (default: the cores with prefork, 16 per core otherwise); "
+        "with threads or gevent, start one such worker per core",
+    )
+    _add_pool_flag(worker, "how this worker runs")
+    worker.add_argument("--task", default=None, help=f"function to run (default: ${TASK_ENV}, else the reference)")
+    worker.add_argument("--queue", default=QUEUE, help=f"queue to consume (default {QUEUE})")
+    worker.add_argument("--loglevel", default="INFO")
+
+    verify = commands.add_parser("verify", help="check an output has one line per input event, in order")
+    verify.add_argument("input", type=Path)
+    verify.add_argument("output", type=Path)
+    verify.add_argument(
+        "--transformed",
+        action="store_true",
+        help="the task changes events: check count, completeness and error-record places only",
+    )
+    verify.add_argument(
+        "--order",
+        type=_order_mode,
+        default=OrderMode(),
+        metavar="MODE",
+        help="the run's --order: total (default), key:FIELD[,FIELD...] or none",
+    )
+
+    generate = commands.add_parser("generate", help="write a synthetic RCStream recording")
+    generate.add_argument("--minutes", type=_non_negative_float, default=5.0)
+    generate.add_argument("--rate", type=_non_negative_float, default=2.07, help="edits per second")
+    generate.add_argument("--seed", type=int, default=1)
+    generate.add_argument("--output", type=Path, default=None, help="file to write (default: standard output)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # Every line on stderr goes through redact_text: no URL's token or password, whoever logs it.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(RedactingFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, handlers=[handler])
+    redact_tracebacks()
+    # What a user should see even without -v: where metrics are served, where a run resumes.
+    logging.getLogger("stream_processor.run.pipeline").setLevel(logging.INFO)
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return COMMANDS[args.command](args)
+    except (KeyboardInterrupt, Terminated):
+        print("stream-processor: interrupted; the output holds every result that was in order", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (UsageError, InputFileError, PathError, OutputError, BrokerUnreachable) as exc:
+        print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)  # fixable before the run
+        return EXIT_USAGE
+    except (ConnectionError, StartError, RunFailed) as exc:  # cannot reach or keep something running
+        print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_UNEXPECTED
+
+
+class UsageError(Exception):
+    pass
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+def _run_options(args: argparse.Namespace):
+    from stream_processor.run.pipeline import RunOptions
+
+    return RunOptions(
+        output=args.output,
+        workers=args.workers,
+        pool=args.pool,
+        broker=args.broker,
+        time_scale=args.time_scale,
+        task=args.task,
+        max_in_flight=args.max_in_flight,
+        report=args.report,
+        resume=args.resume,
+        queue=args.queue,
+        retries=args.retries,
+        retry_backoff_s=args.retry_backoff,
+        task_timeout_s=args.task_timeout or None,
+        plot=args.plot,
+        metrics_port=args.metrics_port,
+        batch_max=args.batch_max,
+        batch_linger_s=args.batch_linger_ms / 1000,
+        batch_target_s=args.batch_target_ms / 1000,
+        verbose=args.verbose,
+        order=args.order,
+        dashboard_port=args.dashboard,
+        stall_timeout_s=args.stall_timeout,
+        stall_warning_s=args.stall_warning,
+        dashboard_token=os.environ.get(DASHBOARD_TOKEN_ENV) or None,
+        reconnect_timeout_s=getattr(args, "reconnect_timeout", None) or None,
+    )
+
+
+def _run_and_summarise(run, *run_args, **run_kwargs) -> int:
+    """Call a run function, print its summary, map the outcome to an exit code."""
+    from stream_processor.observe.report import summary_text
+    from stream_processor.run.pipeline import ReportError
+
+    try:
+        report = run(*run_args, **run_kwargs)
+    except ReportError as exc:  # the run is complete; only its report or plot could not be written
+        print(summary_text(exc.report))
+        print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)
+        return EXIT_UNEXPECTED
+    except BrokerUnreachable:
+        raise
+    except ValueError as exc:  # RunOptions.check: settings that cannot work together
+        raise UsageError(str(exc)) from None
+    print(summary_text(report))
+    return EXIT_EVENT_ERRORS if report["errors"] else EXIT_OK
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from stream_processor.run.file_mode import process_file
+
+    return _run_and_summarise(process_file, args.input, _run_options(args), show_progress=not args.no_progress)
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from stream_processor.run.streaming import consume
+
+    return _run_and_summarise(
+        consume,
+        args.url,
+        _run_options(args),
+        args.realtime,
+        args.speed,
+        show_progress=not args.no_progress,
+        token=args.token,
+        transport=args.transport,
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from stream_processor.run.streaming import run_streaming
+
+    return _run_and_summarise(
+        run_streaming,
+        args.input,
+        _run_options(args),
+        realtime=args.realtime,
+        speed=args.speed,
+        url=args.url,
+        show_progress=not args.no_progress,
+        token=args.token,
+        async_mode=args.async_mode,
+        transport=args.transport,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from stream_processor.serving import create_server
+    from stream_processor.serving.core import ServerSettings
+
+    settings = ServerSettings(
+        realtime=args.realtime,
+        speed=args.speed,
+        window=args.window,
+        token=args.token,
+        cors_origins=tuple(args.cors_origin),
+        allowed_hosts=(*args.allowed_host, args.host),  # the address it binds names it too
+        max_payload=args.max_payload,
+        subscribe_burst=args.subscribe_burst,
+        subscribe_rate=args.subscribe_rate,
+        max_connections_per_address=args.max_connections_per_address,
+        heartbeat_s=args.heartbeat,
+        async_mode=args.async_mode,
+    )
+    server = create_server(args.input, settings, loop=args.loop)
+    # The signal may land anywhere; each shell knows how to stop its own loop.
+    signal.signal(signal.SIGTERM, server.request_stop)
+    signal.signal(signal.SIGINT, server.request_stop)
+    with contextlib.suppress(KeyboardInterrupt):  # the normal way to stop a server
+        try:
+            server.serve(args.host, args.port, on_listening=lambda url: print(f"serving {url}/rc", flush=True))
+        except OSError as exc:  # e.g. the port is taken
+            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from stream_processor.engine.workers import default_concurrency, worker_command
+
+    broker_url = resolve_broker(args.broker)
+    if not broker_url:
+        raise UsageError(f"a worker needs --broker URL or ${BROKER_ENV}: it joins a broker that runs elsewhere")
+    task_path = args.task or os.environ.get(TASK_ENV) or DEFAULT_TASK
+    try:
+        load_function(task_path)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    os.environ.update({BROKER_ENV: broker_url, TASK_ENV: task_path, QUEUE_ENV: args.queue})
+    concurrency = args.concurrency or default_concurrency(args.pool)
+    command = worker_command(concurrency, args.queue, loglevel=args.loglevel, pool=args.pool)
+    os.execv(command[0], command)  # become the worker: signals reach Celery directly
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from stream_processor.output.verify import verify, verify_order
+
+    if args.order.kind == "total" and not args.transformed:
+        verdict = verify(args.input, args.output)
+    else:
+        verdict = verify_order(args.input, args.output, args.order, identical=not args.transformed)
+    print(verdict.message, file=sys.stdout if verdict.ok else sys.stderr)
+    return EXIT_OK if verdict.ok else EXIT_UNEXPECTED
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from stream_processor.sources.generate import generate_file, write_recording
+
+    if args.output is None:
+        count = write_recording(sys.stdout, args.minutes, args.rate, args.seed)
+    else:
+        count = generate_file(args.output, args.minutes, args.rate, args.seed)
+    print(f"wrote {count} events", file=sys.stderr)
+    return EXIT_OK
+
+
+COMMANDS = {
+    "process": cmd_process,
+    "run": cmd_run,
+    "consume": cmd_consume,
+    "serve": cmd_serve,
+    "worker": cmd_worker,
+    "verify": cmd_verify,
+    "generate": cmd_generate,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())
