@@ -35,8 +35,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from stream_processor.observe.web import RUN_PAGE, SECURITY_HEADERS, static_file
+from stream_processor.protocol.hosts import host_allowed
+from stream_processor.protocol.tokens import request_authorised
 from stream_processor.redaction import redact_text
-from stream_processor.serving.access import host_allowed, offered_token, token_accepted
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class Dashboard:
 
     @property
     def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the dashboard is not serving: call serve() first")
         return self._server.server_address[1]
 
     @property
@@ -103,8 +106,8 @@ class Dashboard:
         self.close()
 
     def authorised(self, query_string: str, authorization: str | None) -> bool:
-        """The replay server's token rule (access.py): `Authorization: Bearer` (any case) or `?token=`."""
-        return token_accepted(self.token, offered_token(authorization, query_string))
+        """The replay server's token rule (protocol/tokens.py): `Authorization: Bearer` (any case) or `?token=`."""
+        return request_authorised(self.token, authorization, query_string)
 
     def settings(self) -> dict[str, Any]:
         """The run's settings, and the page's own (how it flags the head of the line)."""
@@ -188,7 +191,7 @@ def _handler_for(dashboard: Dashboard) -> type[BaseHTTPRequestHandler]:
                 self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8", body)
 
         def _host_is_ours(self) -> bool:
-            # The replay server's rule (access.py), with nothing beyond loopback allowed; two
+            # The replay server's rule (protocol/hosts.py), with nothing beyond loopback allowed; two
             # Host headers arrive joined, and are refused.
             return host_allowed(",".join(self.headers.get_all("Host") or []))
 

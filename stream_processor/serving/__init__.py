@@ -1,9 +1,10 @@
 """The replay server: one core of protocol logic, two thin shells around it.
 
 `core.py` holds what both serve (subscriptions, flow control, the replay loop as steps,
-status) with no eventlet and no asyncio in it; `eventlet_server.py` and
-`asyncio_server.py` carry the steps out, differing only in how they wait, sleep and
-start tasks, and in the HTTP interface they speak (WSGI, ASGI).
+status) with no eventlet and no asyncio in it; `base_shell.py` what both shells do with
+it; `eventlet_server.py` and `asyncio_server.py` carry the steps out, differing only in
+how they wait, sleep and start tasks, and in the HTTP interface they speak (WSGI, ASGI).
+Whatever rests on python-socketio's or python-engineio's internals is in `socketio_internals.py`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The asyncio shell: python-socketio's `AsyncServer` as an ASGI app on uvicorn.
 
 It carries out the core's steps with coroutines: await the emit, `asyncio.sleep(0)` for
-a turn, an asyncio event to wait on. Everything it decides comes from `core.py`.
+a turn, an asyncio event to wait on. What both shells share is base_shell.py; everything
+it decides comes from `core.py`.
 """
 
 from __future__ import annotations
@@ -11,21 +12,19 @@ import contextlib
 import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import socketio
 import uvicorn
 
-from stream_processor.protocol import event_stream as sse
 from stream_processor.protocol.vocabulary import NAMESPACE
-from stream_processor.serving import http_endpoints, socketio_json
-from stream_processor.serving.access import offered_token
-from stream_processor.serving.core import Refused, ServingCore
-from stream_processor.serving.delivery import DELIVERY_KEY, DeliverySessions, polling_packets
-from stream_processor.serving.direct_emit import DirectEmitManager
+from stream_processor.serving import http_endpoints
+from stream_processor.serving.base_shell import Decision, ShellBase, is_socketio, socketio_options
+from stream_processor.serving.core import ServingCore
+from stream_processor.serving.delivery import DELIVERY_KEY, Delivery
 from stream_processor.serving.http_endpoints import EventStream, HttpRequest, HttpResponse
-from stream_processor.serving.replay_loop import Finish, Heartbeat, Send, Step, Wait
-from stream_processor.serving.socketio_messages import end_message, error_message, messages_for, packets_in
+from stream_processor.serving.replay_loop import Step, Wait
+from stream_processor.serving.socketio_internals import DirectEmitManager, asgi_scope
 from stream_processor.serving.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,7 @@ Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send_ = Callable[[dict[str, Any]], Awaitable[None]]
 STOP_POLL_S = 0.1  # as often as uvicorn itself looks whether it should exit
-GRACEFUL_SHUTDOWN_S = 3.0  # then uvicorn cancels what is left
+GRACEFUL_SHUTDOWN_S = 3  # seconds; then uvicorn cancels what is left
 
 
 class AsyncWaker:
@@ -53,95 +52,41 @@ class AsyncWaker:
             await asyncio.wait_for(self._event.wait(), timeout)
 
 
-class AsyncioReplayServer:
+class AsyncioReplayServer(ShellBase):
+    new_waker = AsyncWaker
+
     def __init__(self, core: ServingCore) -> None:
-        self.core = core
-        settings = core.settings
-        self.sio = socketio.AsyncServer(
+        sio = socketio.AsyncServer(
             async_mode="asgi",
-            # None = same origin only; engine.io takes [] as "no CORS checks at all".
-            cors_allowed_origins=list(settings.cors_origins) or None,
-            max_http_buffer_size=settings.max_payload,
-            http_compression=False,  # polling payloads stay countable (see delivery.py)
-            json=socketio_json,  # recorded lines go out as they are
             client_manager=DirectEmitManager(),  # a replay's packets without a task each
-            logger=False,
-            engineio_logger=False,
+            **socketio_options(core.settings),
         )
+        super().__init__(core, sio)
         self._socketio_app = socketio.ASGIApp(self.sio)
-        self._sessions = DeliverySessions()
-        self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
-        self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
-        self.sio.on("subscribe", self._on_subscribe, namespace=NAMESPACE)
-        self.sio.on("ack", self._on_ack, namespace=NAMESPACE)
-        self.sio.on("*", self._on_unknown, namespace=NAMESPACE)
 
-    # -- Socket.IO handlers -------------------------------------------------------------
+    # -- Socket.IO ----------------------------------------------------------------------
 
-    async def _on_connect(self, sid: str, environ: Any = None, auth: Any = None) -> None:
-        if not isinstance(environ, dict):  # an *event* named "connect": its data came in environ's place
-            environ = {}
-        scope = environ.get("asgi.scope", {})
-        token = offered_token(environ.get("HTTP_AUTHORIZATION"), environ.get("QUERY_STRING", ""), auth)
-        address = (scope.get("client") or ("?",))[0]
-        try:
-            error = self.core.connect(sid, address, token, AsyncWaker(), scope.get(DELIVERY_KEY))
-        except Refused as exc:
-            raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
-        if error:
-            await self._emit(sid, *error_message(error))
+    def _answering(self, decide: Decision) -> Callable[..., Awaitable[None]]:
+        async def handler(*args: Any) -> None:
+            if (reply := decide(*args)) is not None:
+                await self._emit(*reply)
 
-    async def _on_disconnect(self, sid: str, *reason: Any) -> None:
-        if self.sio.manager.is_connected(sid, NAMESPACE):
-            # An *event* named "disconnect" (a real disconnect is no longer "connected" here).
-            await self._emit(sid, *error_message("disconnect is not an event a client may emit"))
-            return
-        self.core.leave(sid)
+        return handler
 
-    async def _on_subscribe(self, sid: str, *args: Any) -> None:
-        outcome = self.core.subscribe(sid, args)
-        if isinstance(outcome, str):
-            await self._emit(sid, *error_message(outcome))
-        elif outcome is not None:
-            self.sio.start_background_task(self._carry_out, self.core.subscribers[sid], outcome)
-
-    async def _on_ack(self, sid: str, *args: Any) -> None:
-        if error := self.core.ack(sid, args):
-            await self._emit(sid, *error_message(error))
-
-    async def _on_unknown(self, event: str, sid: str, *args: Any) -> None:
-        await self._emit(sid, *error_message(f"unknown event {event!r:.60}; this server knows subscribe and ack"))
+    def _client(self, environ: dict) -> tuple[str, Delivery | None]:
+        scope = asgi_scope(environ)
+        return (scope.get("client") or ("?",))[0], scope.get(DELIVERY_KEY)
 
     async def _emit(self, sid: str, event: str, args: Any) -> None:
-        subscriber = self.core.subscribers.get(sid)
-        if subscriber is not None and subscriber.delivery is not None:
-            subscriber.delivery.hand(packets_in(args))
-        if event == "error":
-            log.info("client %s: %s", sid, args["message"])
+        self._handing(sid, event, args)
         await self.sio.emit(event, args, to=sid, namespace=NAMESPACE)
 
-    # -- a replay's steps ---------------------------------------------------------------
-
     async def _carry_out(self, subscriber: Subscriber, steps: Iterator[Step]) -> None:
-        for step in steps:
-            if isinstance(step, Send):
-                for event, args in messages_for(step.records, subscriber.subscription):
-                    if subscriber.generation != step.generation:
-                        return  # superseded while sending
-                    await self._emit(subscriber.id, event, args)
-                await asyncio.sleep(0)
-            elif isinstance(step, Wait):
-                await (asyncio.sleep(0) if step.timeout == 0 else subscriber.waker.wait(step.timeout))
-            elif isinstance(step, Finish):
-                await self._emit(subscriber.id, *end_message(step.count, step.offset))
-                log.info(
-                    "replay to %s ended after %d events; %s",
-                    subscriber.id,
-                    step.count,
-                    self.core.pacing_summary(subscriber),
-                )
-            elif isinstance(step, Heartbeat):
-                pass  # engine.io pings keep a Socket.IO connection alive
+        for action in self._replay_actions(subscriber, steps):
+            if isinstance(action, Wait):
+                await _wait(subscriber, action.timeout)
+            else:
+                await self._emit(*action)
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -163,23 +108,19 @@ class AsyncioReplayServer:
         if scope["type"] not in ("http", "websocket"):
             return  # lifespan is off; nothing else is expected
         request = _http_request(scope)
-        if request.path.startswith("/socket.io/"):
-            upgrade = scope["type"] == "websocket"  # uvicorn makes a websocket scope of a valid upgrade only
-            refused = http_endpoints.socketio_refusal(self.core.settings, request, upgrade)
-            if refused is None:  # else engine.io never sees it
-                await self._socketio(scope, receive, send)
-            elif scope["type"] == "websocket":
-                await send({"type": "websocket.close", "code": 1008})  # uvicorn answers the upgrade 403
-            else:
-                await _respond(send, refused, head=request.method == "HEAD")
-        elif scope["type"] == "http":
-            answer = http_endpoints.handle(self.core, request, AsyncWaker)
-            if isinstance(answer, EventStream):
-                await self._event_stream(answer, receive, send)
-            else:
-                await _respond(send, answer, head=request.method == "HEAD")
-        else:
+        websocket = scope["type"] == "websocket"  # uvicorn makes a websocket scope of a valid upgrade only
+        if websocket and not is_socketio(request):
             await send({"type": "websocket.close", "code": 1008})  # no websocket here but Socket.IO's
+            return
+        answer = self._route(request, websocket)
+        if answer is None:  # engine.io's
+            await self._socketio(scope, receive, send)
+        elif websocket:
+            await send({"type": "websocket.close", "code": 1008})  # uvicorn answers the upgrade 403
+        elif isinstance(answer, EventStream):
+            await self._event_stream(answer, receive, send)
+        else:
+            await _respond(send, answer, head=request.method == "HEAD")
 
     async def _socketio(self, scope: Scope, receive: Receive, send: Send_) -> None:
         """Socket.IO, counting what its transport writes for each session (see delivery.py)."""
@@ -189,7 +130,6 @@ class AsyncioReplayServer:
             await self._socketio_app(scope, receive, send)
             return
         scope = {**scope, DELIVERY_KEY: delivery}
-        handshake = "sid=" not in query
         counting = scope["type"] == "websocket" or scope.get("method") == "GET"
 
         async def counting_send(message: dict[str, Any]) -> None:
@@ -197,8 +137,7 @@ class AsyncioReplayServer:
             if message["type"] == "websocket.send":
                 delivery.wrote(1)
             elif message["type"] == "http.response.body" and counting:
-                body = message.get("body", b"")
-                self._sessions.learn_session(body, delivery) if handshake else delivery.wrote(polling_packets(body))
+                self._polled(query, message.get("body", b""), delivery)
 
         await self._socketio_app(scope, receive, counting_send)
 
@@ -209,17 +148,11 @@ class AsyncioReplayServer:
         watcher = asyncio.ensure_future(_supersede_on_disconnect(receive, subscriber))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _encoded(stream.headers)})
-            await _send_chunk(send, sse.OPENING)
-            for step in stream.steps:
-                if isinstance(step, Send):
-                    await _send_chunk(send, sse.encode(step.records))
-                    await asyncio.sleep(0)
-                elif isinstance(step, Wait):
-                    await (asyncio.sleep(0) if step.timeout == 0 else subscriber.waker.wait(step.timeout))
-                elif isinstance(step, Heartbeat):
-                    await _send_chunk(send, sse.HEARTBEAT)
-                elif isinstance(step, Finish):
-                    await _send_chunk(send, sse.end_event(step.count, step.offset))
+            for chunk in self._stream_chunks(stream):
+                if isinstance(chunk, Wait):
+                    await _wait(subscriber, chunk.timeout)
+                else:
+                    await _send_chunk(send, chunk)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             watcher.cancel()
@@ -298,3 +231,7 @@ async def _respond(send: Send_, response: HttpResponse, head: bool = False) -> N
 
 def _encoded(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(name.encode("latin-1"), value.encode("latin-1")) for name, value in headers]
+
+
+async def _wait(subscriber: Subscriber, timeout: float | None) -> None:
+    await (asyncio.sleep(0) if timeout == 0 else cast(AsyncWaker, subscriber.waker).wait(timeout))

@@ -12,22 +12,25 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stream_processor.observe.report import LatencyHistogram
+from stream_processor.observe.histogram import LatencyHistogram
+from stream_processor.protocol.tokens import token_accepted
 from stream_processor.protocol.vocabulary import (
     DEFAULT_MAX_PAYLOAD,
     DEFAULT_SUBSCRIBE_BURST,
     DEFAULT_SUBSCRIBE_RATE,
     DEFAULT_WINDOW,
 )
-from stream_processor.serving.access import AddressLimit, token_accepted
-from stream_processor.serving.delivery import Delivery
+from stream_processor.serving.access import AddressLimit
 from stream_processor.serving.rate_limit import TokenBucket
 from stream_processor.serving.recording import Recording
 from stream_processor.serving.replay_loop import Pacing, Step, replay
 from stream_processor.serving.subscriber import SOCKETIO, SSE, Subscriber, Waker, pacing_figures
 from stream_processor.serving.subscription import SubscribeError, Subscription, parse_subscription
+
+if TYPE_CHECKING:  # the transport's counts: the core imports nothing of Socket.IO
+    from stream_processor.serving.delivery import Delivery
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +120,7 @@ class ServingCore:
         subscriber = self.subscribers.get(sid)
         if subscriber is None:
             return None
-        if not subscriber.subscribes.take():
+        if subscriber.subscribes is not None and not subscriber.subscribes.take():
             return (
                 f"too many subscribes: at most {self.settings.subscribe_burst} at once, "
                 f"then {self.settings.subscribe_rate:g} a second; this one is ignored"

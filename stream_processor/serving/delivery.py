@@ -7,22 +7,20 @@ from outside the library at the HTTP interface (WSGI or ASGI, wrapped by the she
 websocket frames written to the client's socket, and packets in each long-polling
 response. The difference is what engine.io still holds; the replay stops at a window of it.
 
-Only what the public wire protocol shows is used: engine.io's handshake names the
-session (`0{"sid": ...}`), later requests carry `?sid=`, a polling payload separates
-packets with \\x1e. Engine.io's own pings and no-ops count as written too; counts are
-clamped so they never exceed what was handed, so a ping written while nothing of ours
-waits changes nothing, and one written during a backlog lets one extra packet through.
+Only what engine.io's wire protocol shows is used, read by socketio_internals.py (the
+handshake names the session, later requests carry `?sid=`, a polling payload separates
+packets). Engine.io's own pings and no-ops count as written too; counts are clamped so
+they never exceed what was handed, so a ping written while nothing of ours waits changes
+nothing, and one written during a backlog lets one extra packet through.
 """
 
 from __future__ import annotations
 
-import json
 import weakref
-from urllib.parse import parse_qs
+
+from stream_processor.serving.socketio_internals import handshake_session_id, session_id
 
 DELIVERY_KEY = "stream_processor.delivery"  # where the shell puts a request's Delivery (environ or scope)
-PACKET_SEPARATOR = b"\x1e"  # engine.io v4 long-polling payloads
-TEXT_FRAME, BINARY_FRAME = 0x1, 0x2
 
 
 class Delivery:
@@ -56,7 +54,7 @@ class DeliverySessions:
 
     def for_request(self, query_string: str) -> Delivery | None:
         """The session's Delivery, a new one for a handshake (no sid), None for an unknown session."""
-        sid = parse_qs(query_string).get("sid", [None])[0]
+        sid = session_id(query_string)
         if sid is None:
             return Delivery()
         return self._by_session.get(sid)
@@ -66,24 +64,3 @@ class DeliverySessions:
         sid = handshake_session_id(handshake_body)
         if sid is not None:
             self._by_session[sid] = delivery
-
-
-def handshake_session_id(body: bytes) -> str | None:
-    if not body.startswith(b"0{"):
-        return None
-    try:
-        sid = json.loads(body[1:]).get("sid")
-    except (ValueError, AttributeError):
-        return None
-    return sid if isinstance(sid, str) else None
-
-
-def polling_packets(body: bytes) -> int:
-    """Packets in an engine.io v4 long-polling payload."""
-    return body.count(PACKET_SEPARATOR) + 1 if body else 0
-
-
-def is_data_frame(frame: bytes) -> bool:
-    """Whether bytes written to a websocket are a text or binary frame (not a ping, a close,
-    a continuation or the HTTP handshake)."""
-    return bool(frame) and frame[0] & 0x0F in (TEXT_FRAME, BINARY_FRAME) and not frame.startswith(b"HTTP/")

@@ -1,7 +1,8 @@
 """The eventlet shell: python-socketio's `Server` on eventlet's WSGI server.
 
 It carries out the core's steps with green threads: emit, `eventlet.sleep(0)` for a
-turn, an eventlet event to wait on. Everything it decides comes from `core.py`.
+turn, an eventlet event to wait on. What both shells share is base_shell.py; everything
+it decides comes from `core.py`.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from collections.abc import Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, cast
 
 with warnings.catch_warnings():
     # eventlet's import warns that it is in bugfix-only mode.
@@ -21,15 +22,14 @@ import eventlet.greenthread
 import eventlet.wsgi
 import socketio
 
-from stream_processor.protocol import event_stream as sse
 from stream_processor.protocol.vocabulary import NAMESPACE
-from stream_processor.serving import http_endpoints, socketio_json
-from stream_processor.serving.access import offered_token
-from stream_processor.serving.core import Refused, ServingCore
-from stream_processor.serving.delivery import DELIVERY_KEY, Delivery, DeliverySessions, is_data_frame, polling_packets
+from stream_processor.serving import http_endpoints
+from stream_processor.serving.base_shell import Decision, ShellBase, socketio_options
+from stream_processor.serving.core import ServingCore
+from stream_processor.serving.delivery import DELIVERY_KEY, Delivery
 from stream_processor.serving.http_endpoints import EventStream, HttpRequest, HttpResponse
-from stream_processor.serving.replay_loop import Finish, Heartbeat, Send, Step, Wait
-from stream_processor.serving.socketio_messages import end_message, error_message, messages_for, packets_in
+from stream_processor.serving.replay_loop import Step, Wait
+from stream_processor.serving.socketio_internals import count_eventlet_websocket_frames
 from stream_processor.serving.subscriber import Subscriber
 
 log = logging.getLogger(__name__)
@@ -54,94 +54,36 @@ class GreenWaker:
         self._event.wait(timeout)
 
 
-class EventletReplayServer:
+class EventletReplayServer(ShellBase):
+    new_waker = GreenWaker
+
     def __init__(self, core: ServingCore) -> None:
-        self.core = core
-        settings = core.settings
-        self.sio = socketio.Server(
-            async_mode="eventlet",
-            # None = same origin only; engine.io takes [] as "no CORS checks at all".
-            cors_allowed_origins=list(settings.cors_origins) or None,
-            max_http_buffer_size=settings.max_payload,
-            http_compression=False,  # polling payloads stay countable (see delivery.py)
-            json=socketio_json,  # recorded lines go out as they are
-            logger=False,
-            engineio_logger=False,
-        )
+        super().__init__(core, socketio.Server(async_mode="eventlet", **socketio_options(core.settings)))
         self._socketio_app = socketio.WSGIApp(self.sio)
-        self._sessions = DeliverySessions()
         self._stop_requested = False  # set by request_stop(), even before serve() starts
-        self.sio.on("connect", self._on_connect, namespace=NAMESPACE)
-        self.sio.on("disconnect", self._on_disconnect, namespace=NAMESPACE)
-        self.sio.on("subscribe", self._on_subscribe, namespace=NAMESPACE)
-        self.sio.on("ack", self._on_ack, namespace=NAMESPACE)
-        self.sio.on("*", self._on_unknown, namespace=NAMESPACE)
 
-    # -- Socket.IO handlers -------------------------------------------------------------
+    # -- Socket.IO ----------------------------------------------------------------------
 
-    def _on_connect(self, sid: str, environ: Any = None, auth: Any = None) -> None:
-        if not isinstance(environ, dict):  # an *event* named "connect": its data came in environ's place
-            environ = {}
-        token = offered_token(environ.get("HTTP_AUTHORIZATION"), environ.get("QUERY_STRING", ""), auth)
-        address = environ.get("REMOTE_ADDR", "?")
-        try:
-            error = self.core.connect(sid, address, token, GreenWaker(), environ.get(DELIVERY_KEY))
-        except Refused as exc:
-            raise socketio.exceptions.ConnectionRefusedError(str(exc)) from None
-        if error:
-            self._emit(sid, *error_message(error))
+    def _answering(self, decide: Decision) -> Callable[..., None]:
+        def handler(*args: Any) -> None:
+            if (reply := decide(*args)) is not None:
+                self._emit(*reply)
 
-    def _on_disconnect(self, sid: str, *reason: Any) -> None:
-        if self.sio.manager.is_connected(sid, NAMESPACE):
-            # An *event* named "disconnect" (a real disconnect is no longer "connected" here).
-            self._emit(sid, *error_message("disconnect is not an event a client may emit"))
-            return
-        self.core.leave(sid)
+        return handler
 
-    def _on_subscribe(self, sid: str, *args: Any) -> None:
-        outcome = self.core.subscribe(sid, args)
-        if isinstance(outcome, str):
-            self._emit(sid, *error_message(outcome))
-        elif outcome is not None:
-            self.sio.start_background_task(self._carry_out, self.core.subscribers[sid], outcome)
-
-    def _on_ack(self, sid: str, *args: Any) -> None:
-        if error := self.core.ack(sid, args):
-            self._emit(sid, *error_message(error))
-
-    def _on_unknown(self, event: str, sid: str, *args: Any) -> None:
-        self._emit(sid, *error_message(f"unknown event {event!r:.60}; this server knows subscribe and ack"))
+    def _client(self, environ: dict) -> tuple[str, Delivery | None]:
+        return environ.get("REMOTE_ADDR", "?"), environ.get(DELIVERY_KEY)
 
     def _emit(self, sid: str, event: str, args: Any) -> None:
-        subscriber = self.core.subscribers.get(sid)
-        if subscriber is not None and subscriber.delivery is not None:
-            subscriber.delivery.hand(packets_in(args))
-        if event == "error":
-            log.info("client %s: %s", sid, args["message"])
+        self._handing(sid, event, args)
         self.sio.emit(event, args, to=sid, namespace=NAMESPACE)
 
-    # -- a replay's steps ---------------------------------------------------------------
-
     def _carry_out(self, subscriber: Subscriber, steps: Iterator[Step]) -> None:
-        for step in steps:
-            if isinstance(step, Send):
-                for event, args in messages_for(step.records, subscriber.subscription):
-                    if subscriber.generation != step.generation:
-                        return  # superseded while sending
-                    self._emit(subscriber.id, event, args)
-                eventlet.sleep(0)
-            elif isinstance(step, Wait):
-                eventlet.sleep(0) if step.timeout == 0 else subscriber.waker.wait(step.timeout)
-            elif isinstance(step, Finish):
-                self._emit(subscriber.id, *end_message(step.count, step.offset))
-                log.info(
-                    "replay to %s ended after %d events; %s",
-                    subscriber.id,
-                    step.count,
-                    self.core.pacing_summary(subscriber),
-                )
-            elif isinstance(step, Heartbeat):
-                pass  # engine.io pings keep a Socket.IO connection alive
+        for action in self._replay_actions(subscriber, steps):
+            if isinstance(action, Wait):
+                _wait(subscriber, action.timeout)
+            else:
+                self._emit(*action)
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -160,12 +102,9 @@ class EventletReplayServer:
 
     def _answer(self, environ: dict, start_response) -> Iterable[bytes]:
         request = _http_request(environ)
-        if request.path.startswith("/socket.io/"):
-            refused = http_endpoints.socketio_refusal(self.core.settings, request, _is_upgrade(request))
-            if refused is not None:  # engine.io never sees it
-                return _respond(environ, start_response, refused)
+        answer = self._route(request, _is_upgrade(request))
+        if answer is None:  # engine.io's
             return self._socketio(environ, start_response)
-        answer = http_endpoints.handle(self.core, request, GreenWaker)
         if isinstance(answer, EventStream):
             environ["eventlet.minimum_write_chunk_size"] = 0  # each event goes out as it is yielded
             start_response("200 OK", answer.headers)
@@ -177,17 +116,11 @@ class EventletReplayServer:
         green thread while the client does not read, so a slow reader holds its replay back."""
         subscriber = stream.subscriber
         try:
-            yield sse.OPENING
-            for step in stream.steps:
-                if isinstance(step, Send):
-                    yield sse.encode(step.records)
-                    eventlet.sleep(0)
-                elif isinstance(step, Wait):
-                    eventlet.sleep(0) if step.timeout == 0 else subscriber.waker.wait(step.timeout)
-                elif isinstance(step, Heartbeat):
-                    yield sse.HEARTBEAT
-                elif isinstance(step, Finish):
-                    yield sse.end_event(step.count, step.offset)
+            for chunk in self._stream_chunks(stream):
+                if isinstance(chunk, Wait):
+                    _wait(subscriber, chunk.timeout)
+                else:
+                    yield chunk
         except Exception:  # a bug: the stream just ends (its client resumes), the traceback goes to the log
             log.exception("event stream %s failed", subscriber.id)
         finally:  # ended, or the client left (a write failed)
@@ -195,21 +128,20 @@ class EventletReplayServer:
 
     def _socketio(self, environ: dict, start_response) -> Iterable[bytes]:
         """Socket.IO, counting what its transport writes for each session (see delivery.py)."""
-        delivery = self._sessions.for_request(environ.get("QUERY_STRING", ""))
+        query = environ.get("QUERY_STRING", "")
+        delivery = self._sessions.for_request(query)
         if delivery is None:
             return self._socketio_app(environ, start_response)
         environ[DELIVERY_KEY] = delivery
         if environ.get("HTTP_UPGRADE", "").lower() == "websocket":
-            environ["eventlet.input"] = _CountingInput(environ["eventlet.input"], delivery)
+            # Each frame's write blocks this green thread while the client does not read.
+            count_eventlet_websocket_frames(environ, lambda: delivery.wrote(1))
             return self._socketio_app(environ, start_response)
         body = self._socketio_app(environ, start_response)
         if environ.get("REQUEST_METHOD") != "GET":
             return body
         payload = b"".join(body)
-        if "sid=" not in environ.get("QUERY_STRING", ""):
-            self._sessions.learn_session(payload, delivery)
-        else:
-            delivery.wrote(polling_packets(payload))
+        self._polled(query, payload, delivery)
         return [payload]
 
     # -- serving ------------------------------------------------------------------------
@@ -284,29 +216,5 @@ def _http_request(environ: dict) -> HttpRequest:
     )
 
 
-class _CountingInput:
-    """eventlet's request input, whose socket counts the websocket frames written to it."""
-
-    def __init__(self, wrapped: Any, delivery: Delivery) -> None:
-        self._wrapped = wrapped
-        self._delivery = delivery
-
-    def get_socket(self) -> _CountingSocket:
-        return _CountingSocket(self._wrapped.get_socket(), self._delivery)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._wrapped, name)
-
-
-class _CountingSocket:
-    def __init__(self, sock: Any, delivery: Delivery) -> None:
-        self._sock = sock
-        self._delivery = delivery
-
-    def sendall(self, data: bytes, *args: Any) -> None:
-        self._sock.sendall(data, *args)  # blocks this green thread while the client does not read
-        if is_data_frame(data):
-            self._delivery.wrote(1)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._sock, name)
+def _wait(subscriber: Subscriber, timeout: float | None) -> None:
+    eventlet.sleep(0) if timeout == 0 else cast(GreenWaker, subscriber.waker).wait(timeout)

@@ -4,9 +4,9 @@ subscriber and the steps the shell writes out) out.
 
 Every endpoint honours the same rules as Socket.IO: the Host must name this server
 (`--allowed-host`; the shells check it before engine.io sees a request, too), the token
-when one is set (`Authorization: Bearer TOKEN` or `?token=TOKEN`), and browsers from
-other origins only when listed (`--cors-origin`); the shells only translate their
-environ or scope.
+when one is set (`Authorization: Bearer TOKEN` or `?token=TOKEN`; protocol/tokens.py, the
+dashboard's rule too), and browsers from other origins only when listed (`--cors-origin`);
+the shells only translate their environ or scope.
 """
 
 from __future__ import annotations
@@ -20,9 +20,12 @@ from urllib.parse import parse_qs
 
 from stream_processor.observe.web import SECURITY_HEADERS, STATUS_PAGE, static_file
 from stream_processor.protocol import event_stream as sse
-from stream_processor.serving.access import host_allowed, host_name, offered_token, origin_allowed, token_accepted
+from stream_processor.protocol.hosts import host_allowed, host_name
+from stream_processor.protocol.tokens import offered_token, request_authorised
+from stream_processor.serving.access import origin_allowed
 from stream_processor.serving.core import Refused, ServerSettings, ServingCore
 from stream_processor.serving.replay_loop import Step
+from stream_processor.serving.sse_request import StreamRequestError, parse_stream_request
 from stream_processor.serving.subscriber import Subscriber, Waker
 from stream_processor.serving.subscription import Subscription
 
@@ -110,14 +113,13 @@ def handle(core: ServingCore, request: HttpRequest, new_waker: Callable[[], Wake
     page = static_file(STATUS_PAGE, request.path) if request.method in ("GET", "HEAD") else None
     if page is not None:  # the status page's files hold no data: no token (its data needs one)
         return HttpResponse(200, page[0], [("content-type", page[1]), *PAGE_HEADERS])
-    token = offered_token(request.headers.get("authorization"), request.query_string)
+    authorised = request_authorised(settings.token, request.headers.get("authorization"), request.query_string)
     if request.path == ACCESS_PATH:  # whether a token is needed and this one accepted: no data
-        accepted = token_accepted(settings.token, token)
-        return json_response(200, {"token_needed": settings.token is not None, "accepted": accepted}, cors)
-    if not token_accepted(settings.token, token):
+        return json_response(200, {"token_needed": settings.token is not None, "accepted": authorised}, cors)
+    if not authorised:
         return unauthorised()
     if request.path == sse.STREAM_PATH:
-        return open_stream(core, request, token, new_waker, cors)
+        return open_stream(core, request, new_waker, cors)
     if request.path != STATUS_PATH:
         paths = f"/ (the status page), {STATUS_PATH} and {sse.STREAM_PATH}"
         return error_response(404, f"no such endpoint: {request.path!r:.100}; this server serves {paths}")
@@ -127,21 +129,22 @@ def handle(core: ServingCore, request: HttpRequest, new_waker: Callable[[], Wake
 
 
 def open_stream(
-    core: ServingCore, request: HttpRequest, token: str | None, new_waker: Callable[[], Waker], cors: list
+    core: ServingCore, request: HttpRequest, new_waker: Callable[[], Waker], cors: list
 ) -> HttpResponse | EventStream:
     if request.method != "GET":
         return error_response(405, f"{request.method} is not allowed here; use GET", [("allow", "GET")])
     settings = core.settings
     try:
-        subscription = sse.parse_stream_request(
+        subscription = parse_stream_request(
             request.query_string, request.headers.get("last-event-id"), settings.realtime, settings.speed
         )
-    except sse.StreamRequestError as exc:
+    except StreamRequestError as exc:
         return error_response(400, str(exc), cors)
     if _nothing_left(core, subscription):
         # Nothing left to send (a client resuming after the last event, or after the latest
         # time): 204 tells an EventSource to stop reconnecting.
         return HttpResponse(204, b"", cors)
+    token = offered_token(request.headers.get("authorization"), request.query_string)  # the core checks it again
     try:
         subscriber, steps = core.open_stream(request.address, token, new_waker(), subscription)
     except Refused as exc:

@@ -139,9 +139,10 @@ class _Replay:
             yield Finish(self.count, self.next_offset)
 
     def _wanted(self, record: Record) -> bool:
-        if self.waiting_for_since:
+        since = self.subscription.since
+        if self.waiting_for_since and since is not None:
             moment = event_time(record.event)
-            if moment is None or moment < self.subscription.since:
+            if moment is None or moment < since:
                 return False
             self.waiting_for_since = False
         # A raw subscriber keeps every line it does not filter out, events or not.

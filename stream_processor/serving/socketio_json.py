@@ -6,14 +6,15 @@ client, is work for nothing (and python-socketio walks every value of an object 
 for bytes before it encodes it). python-socketio takes a JSON module of one's own (its
 `json=` option, which it also hands to engine.io): this one encodes an `EncodedJson`
 argument by inserting its text, and everything else as engine.io's own module does;
-decoding is engine.io's (it refuses integers written with over 100 digits).
+decoding is engine.io's (it refuses integers written with over 100 digits). Both rest on
+library behaviour no API promises: socketio_internals.py has them, its test pins them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from engineio import json as engineio_json
+from stream_processor.serving.socketio_internals import engineio_json
 
 loads = engineio_json.loads
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from stream_processor.observe.report import LatencyHistogram
-from stream_processor.serving.delivery import Delivery
+from stream_processor.observe.histogram import LatencyHistogram
 from stream_processor.serving.rate_limit import TokenBucket
 from stream_processor.serving.subscription import Subscription
+
+if TYPE_CHECKING:  # the transport's counts: the core imports nothing of Socket.IO
+    from stream_processor.serving.delivery import Delivery
 
 SOCKETIO, SSE = "socket.io", "sse"
 

@@ -21,8 +21,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream_processor.protocol.event_stream import QUERY_FIELDS, STREAM_PATH
+from stream_processor.protocol.event_stream import STREAM_PATH
 from stream_processor.serving import ASYNC_MODES
+from stream_processor.serving.sse_request import QUERY_FIELDS
 from tests.conftest import RawAnswer, cli_env, raw_http, replay_server, terminate
 
 SOCKETIO_PATH = "/socket.io/"

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from stream_processor.serving.access import AddressLimit, host_allowed, offered_token, origin_allowed, token_accepted
-from stream_processor.serving.delivery import Delivery, DeliverySessions, is_data_frame, polling_packets
+from stream_processor.protocol.hosts import host_allowed
+from stream_processor.protocol.tokens import offered_token, token_accepted
+from stream_processor.serving.access import AddressLimit, origin_allowed
+from stream_processor.serving.delivery import Delivery, DeliverySessions
 from stream_processor.serving.recording import Recording
 from stream_processor.serving.replay_loop import (
     BACKLOG_POLL_S,
@@ -22,6 +24,7 @@ from stream_processor.serving.replay_loop import (
     Wait,
     replay,
 )
+from stream_processor.serving.socketio_internals import is_data_frame, polling_packets
 from stream_processor.serving.subscriber import SOCKETIO, SSE, Subscriber
 from stream_processor.serving.subscription import SubscribeError, parse_subscription
 from tests.conftest import FakeClock, write_recording

@@ -17,9 +17,8 @@ from stream_processor.protocol.event_stream import (
     end_event,
     event_id,
     parse_last_event_id,
-    parse_since,
-    parse_stream_request,
 )
+from stream_processor.serving.sse_request import parse_since, parse_stream_request
 
 
 def test_an_id_is_an_eventstreams_style_array_carrying_the_offset_and_resumes_right_after_it():
