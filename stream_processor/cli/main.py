@@ -17,13 +17,12 @@ import signal
 import sys
 from pathlib import Path
 
-from stream_processor.core.batching import DEFAULT_BATCH_MAX, DEFAULT_LINGER_S, DEFAULT_TARGET_S
-from stream_processor.core.ordering import OrderMode, parse_order
+from stream_processor.core.ordering import OrderMode
 from stream_processor.core.processor import RunFailed
 from stream_processor.core.records import InputFileError
-from stream_processor.engine.broker import BrokerUnreachable, resolve_broker
+from stream_processor.engine.execution import load_function
+from stream_processor.engine.names import BROKER_ENV, DEFAULT_TASK, QUEUE, QUEUE_ENV, TASK_ENV
 from stream_processor.engine.processes import StartError
-from stream_processor.engine.tasks import BROKER_ENV, DEFAULT_TASK, QUEUE, QUEUE_ENV, TASK_ENV, load_function
 from stream_processor.engine.workers import DEFAULT_POOL, Pool
 from stream_processor.output.sink import OutputError
 from stream_processor.protocol.vocabulary import (
@@ -33,6 +32,21 @@ from stream_processor.protocol.vocabulary import (
     TOKEN_ENV,
 )
 from stream_processor.redaction import RedactingFormatter, redact_text, redact_tracebacks
+from stream_processor.run.options import DASHBOARD_TOKEN_ENV as DASHBOARD_TOKEN_ENV  # re-exported
+from stream_processor.run.options import (
+    NON_NEGATIVE_FLOAT,
+    NON_NEGATIVE_INT,
+    ORDER,
+    PORT,
+    POSITIVE_FLOAT,
+    POSITIVE_INT,
+    RunOptions,
+    add_run_flags,
+    add_top_level_flags,
+    flag_type,
+    from_args,
+    pool_help,
+)
 from stream_processor.run.paths import PathError
 from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES, DEFAULT_ASYNC_MODE
 from stream_processor.serving.core import DEFAULT_HEARTBEAT_S
@@ -59,7 +73,6 @@ exit codes: 0 done; 3 done, some lines are error records; 2 fix something first
 (flag, path, recording, broker); 1 the run failed (the message says why); 130 interrupted.
 Run 'stream-processor COMMAND --help' for a command's flags."""
 
-DASHBOARD_TOKEN_ENV = "STREAM_PROCESSOR_DASHBOARD_TOKEN"
 EXIT_OK, EXIT_UNEXPECTED, EXIT_USAGE, EXIT_EVENT_ERRORS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 log = logging.getLogger("stream_processor")
@@ -69,46 +82,13 @@ class Terminated(BaseException):
     """SIGTERM, raised in the main thread so every owned process is stopped on the way out."""
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = int(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port, 0 to 65535 (0: any free one), got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _order_mode(text: str) -> OrderMode:
-    try:
-        return parse_order(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+# argparse types, from the options' kinds (one statement of each limit and its message)
+_positive_int = flag_type(POSITIVE_INT)
+_non_negative_int = flag_type(NON_NEGATIVE_INT)
+_port = flag_type(PORT)
+_non_negative_float = flag_type(NON_NEGATIVE_FLOAT)
+_positive_float = flag_type(POSITIVE_FLOAT)
+_order_mode = flag_type(ORDER)
 
 
 def _add_pacing_flags(parser: argparse.ArgumentParser, default_speed: float) -> None:
@@ -123,16 +103,6 @@ def _add_token_flag(parser: argparse.ArgumentParser, role: str) -> None:
         "--token",
         default=os.environ.get(TOKEN_ENV) or None,
         help=f"shared secret: {role} (default: ${TOKEN_ENV}; prefer it, a flag shows in `ps`)",
-    )
-
-
-def _add_reconnect_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--reconnect-timeout",
-        type=_non_negative_float,
-        default=60.0,
-        metavar="S",
-        help="give up (exit 1) when the server stays unreachable this long; 0 = keep trying (default 60)",
     )
 
 
@@ -155,150 +125,7 @@ def _add_transport_flag(parser: argparse.ArgumentParser, default_text: str) -> N
 
 
 def _add_pool_flag(parser: argparse.ArgumentParser, how: str) -> None:
-    parser.add_argument(
-        "--pool",
-        type=Pool,
-        choices=list(Pool),
-        default=DEFAULT_POOL,
-        help=f"{how} tasks: prefork (default: a process each; any function, CPU-bound or not thread-safe), "
-        "threads (for functions that wait, like the reference task or a call to a remote service; hundreds "
-        "on a few cores), gevent or eventlet (greenlets: more still, for pure-Python I/O)",
-    )
-
-
-def _add_run_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", type=Path, default=Path("results.json"), help="ordered results (JSON Lines)")
-    parser.add_argument(
-        "--workers",
-        type=_non_negative_int,
-        default=12,
-        help="workers started for the run: events run at once (processes with --pool prefork, threads "
-        "or greenlets spread over a process per core otherwise); 0 = use workers started elsewhere (default 12)",
-    )
-    _add_pool_flag(parser, "how the run's own workers run")
-    parser.add_argument(
-        "--broker",
-        default=None,
-        help=f"broker URL, e.g. amqp://guest:guest@localhost:5672// or redis://localhost:6379/0 "
-        f"(default: ${BROKER_ENV}, else an embedded Redis started for the run)",
-    )
-    parser.add_argument(
-        "--time-scale",
-        type=_non_negative_float,
-        default=1.0,
-        help="multiply each event's wait by this (the reference task only; default 1.0)",
-    )
-    parser.add_argument(
-        "--task",
-        default=DEFAULT_TASK,
-        help="the function to run, package.module:function (default: the reference task)",
-    )
-    parser.add_argument(
-        "--max-in-flight",
-        type=_positive_int,
-        default=1000,
-        help="events read but not yet written, at most (default 1000)",
-    )
-    parser.add_argument(
-        "--retries",
-        type=_non_negative_int,
-        default=2,
-        help="run an event whose task raises up to N more times before its line gets an error record (default 2)",
-    )
-    parser.add_argument(
-        "--retry-backoff",
-        type=_non_negative_float,
-        default=1.0,
-        metavar="S",
-        help="seconds before the first retry, doubling for each next one, at most 60 (default 1)",
-    )
-    parser.add_argument(
-        "--task-timeout",
-        type=_non_negative_float,
-        default=300.0,
-        metavar="S",
-        help="an event whose task runs longer gets an error record; not retried (default 300; 0 = no limit)",
-    )
-    parser.add_argument(
-        "--order",
-        type=_order_mode,
-        default=OrderMode(),
-        metavar="MODE",
-        help="total: every line in input order (default); key:FIELD[,FIELD...]: events with equal values "
-        "of those fields run one at a time in input order, each line written as soon as it is done "
-        "(e.g. key:wiki,title); none: each line as soon as it is done",
-    )
-    parser.add_argument("--report", type=Path, default=None, help="write the run's figures here as JSON")
-    parser.add_argument(
-        "--resume", action="store_true", help="continue after the last complete line of an existing --output"
-    )
-    parser.add_argument(
-        "--queue", default=QUEUE, help=f"with --workers 0: the queue the workers consume (default {QUEUE})"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar, even on a terminal")
-    parser.add_argument(
-        "-v",
-        "--verbose",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="log at INFO level, and show the workers' own log on stderr",
-    )
-    parser.add_argument(
-        "--batch-max",
-        type=_positive_int,
-        default=DEFAULT_BATCH_MAX,
-        metavar="N",
-        help=f"events sent to a worker in one task, at most; 1 = one task per event (default {DEFAULT_BATCH_MAX})",
-    )
-    parser.add_argument(
-        "--batch-linger-ms",
-        type=_non_negative_float,
-        default=DEFAULT_LINGER_S * 1000,
-        metavar="MS",
-        help="longest an event waits for a batch to fill while every worker is busy "
-        f"(default {DEFAULT_LINGER_S * 1000:g})",
-    )
-    parser.add_argument(
-        "--batch-target-ms",
-        type=_positive_float,
-        default=DEFAULT_TARGET_S * 1000,
-        metavar="MS",
-        help="a batch holds as many events as the measured run time per event fits in this "
-        f"(default {DEFAULT_TARGET_S * 1000:g}); events that take longer go one per task",
-    )
-    parser.add_argument(
-        "--plot", type=Path, default=None, metavar="FILE.png", help="draw latency (with its ideal) and in-flight count"
-    )
-    parser.add_argument(
-        "--stall-warning",
-        type=_positive_float,
-        default=10.0,
-        metavar="S",
-        help="say so when no result has come for S seconds while tasks are out (default 10)",
-    )
-    parser.add_argument(
-        "--stall-timeout",
-        type=_non_negative_float,
-        default=None,
-        metavar="S",
-        help="restart the run's own workers when no result has come for S seconds while tasks are out "
-        "(a worker that stopped taking tasks); default: the task's hard time limit + 30 s; 0 = never",
-    )
-    parser.add_argument(
-        "--dashboard",
-        type=_port,
-        default=None,
-        metavar="PORT",
-        help="serve a live page of the run at http://127.0.0.1:PORT/ (0: any free port, logged); "
-        "with $STREAM_PROCESSOR_DASHBOARD_TOKEN set, its data needs that token",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=_port,
-        default=None,
-        metavar="P",
-        help="serve Prometheus metrics at http://127.0.0.1:P/metrics during the run (0: any free port)",
-    )
+    parser.add_argument("--pool", type=Pool, choices=list(Pool), default=DEFAULT_POOL, help=pool_help(how))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,33 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log at INFO level, and show the workers' own log on stderr"
-    )
+    add_top_level_flags(parser)  # -v
     commands = parser.add_subparsers(dest="command", required=True)
 
     process = commands.add_parser("process", help="process a recording file in order (file mode)")
     process.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording (JSON Lines)")
-    _add_run_flags(process)
+    add_run_flags(process)
 
     run = commands.add_parser("run", help="all in one: replay server, workers, client (streaming mode)")
     run.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording to replay")
     run.add_argument("--url", default=None, help="consume this server instead of starting one")
     _add_token_flag(run, "sent to --url's server (a server started here gets a random one)")
-    _add_reconnect_flag(run)
     _add_async_mode_flag(run, "the replay server started here")
     _add_transport_flag(run, "socket.io (for --url: by its path)")
     _add_pacing_flags(run, default_speed=1.0)
-    _add_run_flags(run)
+    add_run_flags(run, streaming=True)
 
     consume = commands.add_parser("consume", help="process the events of a replay server, in order")
     consume.add_argument("--url", default="http://127.0.0.1:5000", help="the server (default %(default)s)")
     consume.add_argument("--realtime", action="store_true", default=None, help="ask the server to pace the replay")
     consume.add_argument("--speed", type=_positive_float, default=None, help="ask for X times real time")
     _add_token_flag(consume, "sent to the server when connecting")
-    _add_reconnect_flag(consume)
     _add_transport_flag(consume, "sse for a URL whose path starts with /v2/stream/, else socket.io")
-    _add_run_flags(consume)
+    add_run_flags(consume, streaming=True)
 
     serve = commands.add_parser("serve", help="replay a recording over Socket.IO (RCStream protocol, /rc)")
     serve.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording to replay")
@@ -450,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Terminated):
         print("stream-processor: interrupted; the output holds every result that was in order", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UsageError, InputFileError, PathError, OutputError, BrokerUnreachable) as exc:
+    except (UsageError, InputFileError, PathError, OutputError) as exc:
         print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)  # fixable before the run
         return EXIT_USAGE
     except (ConnectionError, StartError, RunFailed) as exc:  # cannot reach or keep something running
@@ -466,36 +289,11 @@ def _raise_terminated(signum, frame) -> None:
     raise Terminated()
 
 
-def _run_options(args: argparse.Namespace):
-    from stream_processor.run.pipeline import RunOptions
-
-    return RunOptions(
-        output=args.output,
-        workers=args.workers,
-        pool=args.pool,
-        broker=args.broker,
-        time_scale=args.time_scale,
-        task=args.task,
-        max_in_flight=args.max_in_flight,
-        report=args.report,
-        resume=args.resume,
-        queue=args.queue,
-        retries=args.retries,
-        retry_backoff_s=args.retry_backoff,
-        task_timeout_s=args.task_timeout or None,
-        plot=args.plot,
-        metrics_port=args.metrics_port,
-        batch_max=args.batch_max,
-        batch_linger_s=args.batch_linger_ms / 1000,
-        batch_target_s=args.batch_target_ms / 1000,
-        verbose=args.verbose,
-        order=args.order,
-        dashboard_port=args.dashboard,
-        stall_timeout_s=args.stall_timeout,
-        stall_warning_s=args.stall_warning,
-        dashboard_token=os.environ.get(DASHBOARD_TOKEN_ENV) or None,
-        reconnect_timeout_s=getattr(args, "reconnect_timeout", None) or None,
-    )
+def _run_options(args: argparse.Namespace) -> RunOptions:
+    try:
+        return from_args(args)
+    except ValueError as exc:  # a value past its limit (its flag's type took it)
+        raise UsageError(str(exc)) from None
 
 
 def _run_and_summarise(run, *run_args, **run_kwargs) -> int:
@@ -509,9 +307,7 @@ def _run_and_summarise(run, *run_args, **run_kwargs) -> int:
         print(summary_text(exc.report))
         print(f"stream-processor: {redact_text(str(exc))}", file=sys.stderr)
         return EXIT_UNEXPECTED
-    except BrokerUnreachable:
-        raise
-    except ValueError as exc:  # RunOptions.check: settings that cannot work together
+    except ValueError as exc:  # RunOptions.check, an unreachable broker: fix it before the run
         raise UsageError(str(exc)) from None
     print(summary_text(report))
     return EXIT_EVENT_ERRORS if report["errors"] else EXIT_OK
@@ -520,7 +316,7 @@ def _run_and_summarise(run, *run_args, **run_kwargs) -> int:
 def cmd_process(args: argparse.Namespace) -> int:
     from stream_processor.run.file_mode import process_file
 
-    return _run_and_summarise(process_file, args.input, _run_options(args), show_progress=not args.no_progress)
+    return _run_and_summarise(process_file, args.input, _run_options(args))
 
 
 def cmd_consume(args: argparse.Namespace) -> int:
@@ -532,7 +328,6 @@ def cmd_consume(args: argparse.Namespace) -> int:
         _run_options(args),
         args.realtime,
         args.speed,
-        show_progress=not args.no_progress,
         token=args.token,
         transport=args.transport,
     )
@@ -548,7 +343,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         realtime=args.realtime,
         speed=args.speed,
         url=args.url,
-        show_progress=not args.no_progress,
         token=args.token,
         async_mode=args.async_mode,
         transport=args.transport,
@@ -586,6 +380,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from stream_processor.engine.broker import resolve_broker
     from stream_processor.engine.workers import default_concurrency, worker_command
 
     broker_url = resolve_broker(args.broker)

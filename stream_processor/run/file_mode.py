@@ -16,22 +16,23 @@ from pathlib import Path
 from typing import Any
 
 from stream_processor.core.records import read_records, recording_identity
-from stream_processor.run.pipeline import RunOptions, blank_lines_of, dashboard, observe, pipeline
+from stream_processor.run.options import RunOptions
+from stream_processor.run.pipeline import blank_lines_of, dashboard, observe, pipeline
 
 log = logging.getLogger(__name__)
 
 
-def process_file(input_path: Path, options: RunOptions, show_progress: bool = True) -> dict[str, Any]:
+def process_file(input_path: Path, options: RunOptions) -> dict[str, Any]:
     """Run every event of `input_path` (as it is now) through the pipeline; return the run's report."""
-    options.input_path = input_path
+    options = options.reading(input_path)
     options.check()
     source = recording_identity(input_path)  # also fails now, before anything starts, if unreadable
     size = source["size"]
     observations = observe(options)
     with dashboard(options, observations):
         mode = {"mode": "file", "input": str(input_path)}
-        with pipeline(options, source, observations, show_progress=show_progress, mode=mode) as run:
-            validate = options.validator()
+        with pipeline(options, source, observations, mode=mode) as run:
+            validate = options.engine.validator()
             for record in read_records(input_path, start=run.start_offset, validate=validate, size=size):
                 run.take(record, source=str(input_path))
             run.processor.drain()

@@ -1,153 +1,41 @@
 """Everything a run owns, started in order and stopped in reverse: metrics, output,
 broker, workers, executor, the run's core. File mode and streaming mode both run inside
-`pipeline()`.
+`pipeline()`; their settings are `RunOptions` (run/options.py).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stream_processor.core.batching import DEFAULT_BATCH_MAX, DEFAULT_LINGER_S, DEFAULT_TARGET_S, BatchPolicy
-from stream_processor.core.ordering import TOTAL, OrderMode
+from stream_processor.core.ordering import TOTAL
 from stream_processor.core.processor import Observer, StreamProcessor
-from stream_processor.core.records import MAX_WAIT_S, Record, Validator, check_wait, count_blank_lines
+from stream_processor.core.records import Record, count_blank_lines
 from stream_processor.core.retries import RetryPolicy
 from stream_processor.engine import broker as brokers
 from stream_processor.engine.celery_executor import CeleryExecutor, delete_queue, hard_time_limit
-from stream_processor.engine.tasks import (
-    DEFAULT_TASK,
-    DEFAULT_VISIBILITY_TIMEOUT_S,
-    QUEUE,
-    RUN_QUEUE_PREFIX,
-    load_function,
-    task_queue,
-)
-from stream_processor.engine.workers import DEFAULT_POOL, PREFORK_WORKERS_THAT_FIT, LocalWorkers, Pool
+from stream_processor.engine.names import DEFAULT_VISIBILITY_TIMEOUT_S, RUN_QUEUE_PREFIX
+from stream_processor.engine.tasks import task_queue
+from stream_processor.engine.workers import PREFORK_WORKERS_THAT_FIT, LocalWorkers, Pool
 from stream_processor.observe.dashboard import Dashboard
 from stream_processor.observe.ideal import IdealRun
 from stream_processor.observe.metrics import RunMetrics
 from stream_processor.observe.observations import RunObservations
-from stream_processor.observe.plot import check_plotting, draw_run
+from stream_processor.observe.plot import draw_run
 from stream_processor.observe.progress import Progress
 from stream_processor.observe.report import build_report, write_report
 from stream_processor.observe.trace import RunTrace
 from stream_processor.output.sink import JsonlSink
-from stream_processor.run.paths import PathError, check_run_paths
-from stream_processor.run.watchdog import DEFAULT_STALL_S, StallWatchdog
+from stream_processor.run.options import EngineOptions, RunOptions
+from stream_processor.run.paths import PathError
+from stream_processor.run.watchdog import StallWatchdog
 
 log = logging.getLogger(__name__)
-
-MAX_TASK_TIMEOUT_S = 7 * 24 * 3600.0  # longer is no limit at all: say 0
-
-
-@dataclass
-class RunOptions:
-    output: Path = Path("results.json")
-    workers: int = 12
-    pool: Pool = DEFAULT_POOL  # how the run's own workers run tasks (see workers.py)
-    broker: str | None = None
-    time_scale: float = 1.0
-    task: str = DEFAULT_TASK
-    max_in_flight: int = 1000
-    report: Path | None = None
-    resume: bool = False
-    queue: str = QUEUE  # where tasks go when the workers run elsewhere (--workers 0)
-    retries: int = 2
-    retry_backoff_s: float = 1.0
-    task_timeout_s: float | None = 300.0  # None or 0: no limit
-    plot: Path | None = None  # draw the run here (PNG) at the end
-    metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1 (0: any free port)
-    batch_max: int = DEFAULT_BATCH_MAX
-    batch_linger_s: float = DEFAULT_LINGER_S
-    batch_target_s: float = DEFAULT_TARGET_S
-    verbose: bool = False  # the workers' own log on stderr, not in a file
-    dashboard_port: int | None = None  # serve the live page on 127.0.0.1 (0: any free port)
-    dashboard_token: str | None = None
-    stall_warning_s: float = DEFAULT_STALL_S  # say so when no result comes for this long
-    stall_timeout_s: float | None = None  # restart the run's own workers after this long (None: derived, 0: never)
-    reconnect_timeout_s: float | None = 60.0  # streaming: give up on a server gone this long (None: never)
-    input_path: Path | None = None  # the recording, if the run reads one (checked against the outputs)
-    order: OrderMode = field(default_factory=OrderMode)
-
-    def check(self) -> None:
-        """Reject bad settings before anything starts (usage errors, exit code 2)."""
-        if self.workers < 0:
-            raise ValueError("--workers must be 0 or more")
-        if self.max_in_flight < 1:
-            raise ValueError("--max-in-flight must be at least 1")
-        if not 0 <= self.time_scale < math.inf:
-            raise ValueError("--time-scale must be a finite number >= 0")
-        if self.retries < 0 or not self.retry_backoff_s >= 0:
-            raise ValueError("--retries and --retry-backoff must be 0 or more")
-        if self.task_timeout_s is not None and not 0 <= self.task_timeout_s <= MAX_TASK_TIMEOUT_S:
-            raise ValueError(f"--task-timeout must be 0 (none) to {MAX_TASK_TIMEOUT_S:.0f} s (a week)")
-        self.batch_policy()  # its own limits
-        check_run_paths(self.output, self.input_path, self.report, self.plot)
-        if self.plot:
-            try:
-                check_plotting()
-            except ImportError as exc:
-                raise ValueError(f"--plot: {exc}") from None
-        if self.workers:
-            load_function(self.task)  # the local workers will import it: fail here, clearly
-        elif brokers.resolve_broker(self.broker) is None:
-            raise ValueError("--workers 0 needs --broker URL: workers elsewhere cannot reach the embedded broker")
-        external = brokers.resolve_broker(self.broker)
-        if external:
-            brokers.check_reachable(external)  # before the output is touched
-
-    def batch_policy(self) -> BatchPolicy:
-        try:
-            return BatchPolicy(self.batch_max, self.batch_linger_s, self.batch_target_s)
-        except ValueError as exc:
-            raise ValueError(f"--batch-*: {exc}") from None
-
-    @property
-    def runs_reference_task(self) -> bool:
-        return self.task == DEFAULT_TASK
-
-    def duration_of(self, record: Record) -> float | None:
-        """The reference task's run time for this event (0 for a bad line, never sent); None if
-        unknown. An event past --task-timeout runs until its time limit stops it."""
-        if not self.runs_reference_task:
-            return None
-        if record.error:
-            return 0.0
-        duration = record.event["wait"] * self.time_scale
-        return min(duration, self.task_timeout_s) if self.task_timeout_s else duration
-
-    def validator(self) -> Validator | None:
-        """Events must carry a valid `wait` only for the reference task, which reads it."""
-        if not self.runs_reference_task:
-            return None
-        time_scale = self.time_scale
-
-        def check_scaled_wait(event: dict[str, Any]) -> str | None:
-            problem = check_wait(event)
-            if problem is None and event["wait"] * time_scale > MAX_WAIT_S:
-                scaled = f"{event['wait']:g} s times --time-scale {time_scale:g}"
-                return f"field 'wait' is {scaled}: beyond the {MAX_WAIT_S} s limit"
-            return problem
-
-        return check_scaled_wait
-
-    def restart_stalled_workers_after_s(self) -> float | None:
-        """When the run's own workers count as stuck: no result for longer than an event may
-        run (its hard time limit), plus a margin; or what --stall-timeout says."""
-        if self.stall_timeout_s is not None:
-            return self.stall_timeout_s or None
-        return hard_time_limit(self.task_timeout_s) + 30 if self.task_timeout_s else None
-
-    def checkpoint_header(self, source: dict[str, Any]) -> dict[str, Any]:
-        """What the output is made from, for --resume to check."""
-        return {"input": source, "task": self.task, "order": str(self.order)}
 
 
 @dataclass
@@ -167,18 +55,19 @@ class Pipeline:
         """One event in: handed to the run's core (blocks on a full window)."""
         if record.error:
             log.error("%s:%d: %s", source, record.line_number, record.error)
-        self.processor.submit(record, self.options.duration_of(record), arrival_s)
+        self.processor.submit(record, self.options.engine.duration_of(record), arrival_s)
 
     def report(self, **extra: Any) -> dict[str, Any]:
         """The run's figures (also written to --report, drawn to --plot); call it once everything has stopped."""
-        report = build_report(self.observations, self.options.workers, self.broker_name, **self.settings(), **extra)
+        workers, output = self.options.engine.workers, self.options.output
+        report = build_report(self.observations, workers, self.broker_name, **self.settings(), **extra)
         self.observations.final = report
         try:
-            if self.options.report:
-                write_report(self.options.report, report)
-            if self.options.plot:
-                title = f"{self.options.workers} workers on {self.broker_name}, order {self.options.order}"
-                draw_run(self.observations, self.options.plot, title=title)
+            if output.report:
+                write_report(output.report, report)
+            if output.plot:
+                title = f"{workers} workers on {self.broker_name}, order {self.options.stream.order}"
+                draw_run(self.observations, output.plot, title=title)
         except OSError as exc:  # the run is done and its output complete: say so, and what failed
             raise ReportError(report, f"cannot write {exc.filename or 'the report'}: {exc.strerror or exc}") from exc
         return report
@@ -186,7 +75,7 @@ class Pipeline:
     def settings(self) -> dict[str, Any]:
         policy = self.processor.batching
         return {
-            "order": str(self.options.order),
+            "order": str(self.options.stream.order),
             "batching": {
                 "batch_max": policy.batch_max,
                 "linger_ms": round(policy.linger_s * 1000, 3),
@@ -216,23 +105,24 @@ def blank_lines_of(input_path: Path, size: int | None = None) -> dict[str, int]:
 
 def observe(options: RunOptions) -> RunObservations:
     """The run's observations: what every view of it reads (see observations.py)."""
-    ideal_workers = options.workers if options.runs_reference_task and options.workers else None
-    ideal = IdealRun(ideal_workers, options.order.kind == TOTAL, options.max_in_flight) if ideal_workers else None
-    return RunObservations(capacity=options.max_in_flight, ideal=ideal, trace=RunTrace())
+    engine, stream = options.engine, options.stream
+    ideal_workers = engine.workers if engine.runs_reference_task and engine.workers else None
+    ideal = IdealRun(ideal_workers, stream.order.kind == TOTAL, stream.max_in_flight) if ideal_workers else None
+    return RunObservations(capacity=stream.max_in_flight, ideal=ideal, trace=RunTrace())
 
 
 @contextmanager
 def dashboard(options: RunOptions, observations: RunObservations) -> Iterator[Dashboard | None]:
     """The live page, if asked for: up before the run starts, down when the command ends
     (so it shows the final summary too)."""
-    if options.dashboard_port is None:
+    port = options.observe.dashboard_port
+    if port is None:
         yield None
         return
-    page = Dashboard(observations, token=options.dashboard_token)
+    page = Dashboard(observations, token=options.observe.dashboard_token)
     try:
-        page.serve(options.dashboard_port)
+        page.serve(port)
     except OSError as exc:
-        port = options.dashboard_port
         raise PathError(f"--dashboard {port}: cannot listen on 127.0.0.1:{port} ({exc.strerror or exc})") from None
     log.info("serving the run's dashboard at %s", page.url)
     with page:
@@ -245,7 +135,6 @@ def pipeline(
     source: dict[str, Any],
     observations: RunObservations,
     observers: Sequence[Observer] = (),
-    show_progress: bool = False,
     mode: dict[str, Any] | None = None,
     begin: bool = True,
 ) -> Iterator[Pipeline]:
@@ -273,38 +162,39 @@ def pipeline(
     # The workers died or stalled with tasks out, maybe because of one of them: suspects.
     workers_restarted = ask_again_after("the run's workers restarted", suspects=True)
 
+    engine, stream, output = options.engine, options.stream, options.output
     with ExitStack() as stack:
-        if options.metrics_port is not None:
-            stack.enter_context(_serve_metrics(observations, options.metrics_port))
-        progress = stack.enter_context(Progress(observations, show_progress))
+        if options.observe.metrics_port is not None:
+            stack.enter_context(_serve_metrics(observations, options.observe.metrics_port))
+        progress = stack.enter_context(Progress(observations, options.observe.progress))
         sink = stack.enter_context(
-            JsonlSink(options.output, options.checkpoint_header(source), options.resume, begin_later=True)
+            JsonlSink(output.path, options.checkpoint_header(source), output.resume, begin_later=True)
         )
         if sink.start_offset:
-            log.info("resuming %s after %d complete lines", options.output, sink.start_offset)
-        broker = stack.enter_context(brokers.broker_for_run(options.broker, give_up, broker_restarted))
-        queue = options.queue
-        if options.workers:
+            log.info("resuming %s after %d complete lines", output.path, sink.start_offset)
+        broker = stack.enter_context(brokers.broker_for_run(engine.broker, give_up, broker_restarted))
+        queue = engine.queue
+        if engine.workers:
             queue = f"{RUN_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}"
             stack.callback(delete_queue, broker.url, task_queue(queue))  # runs after the workers stop
         executor = CeleryExecutor(
-            broker.url, options.task, options.time_scale, queue, task_timeout_s=options.task_timeout_s
+            broker.url, engine.task, engine.time_scale, queue, task_timeout_s=engine.task_timeout_s
         )
         processor = StreamProcessor(
             executor,
             sink,
-            options.max_in_flight,
+            stream.max_in_flight,
             start_offset=sink.start_offset,
             already_done=sink.done.beyond,
-            order=options.order,
+            order=stream.order,
             observers=[observations, progress, *observers],
-            batching=options.batch_policy(),
-            retries=RetryPolicy(options.retries, options.retry_backoff_s),
-            workers=options.workers or None,
+            batching=engine.batch_policy(),
+            retries=RetryPolicy(engine.retries, engine.retry_backoff_s),
+            workers=engine.workers or None,
         )
         workers = (
             stack.enter_context(_local_workers(options, broker, queue, give_up, workers_restarted))
-            if options.workers
+            if engine.workers
             else None
         )
         if begin:
@@ -316,46 +206,55 @@ def pipeline(
                 processor,
                 broker.url,
                 queue,
-                stall_s=options.stall_warning_s,
+                stall_s=engine.stall_warning_s,
                 observations=observations,
                 restart=workers.restart if workers is not None else None,
-                restart_after_s=options.restart_stalled_workers_after_s(),
+                restart_after_s=restart_stalled_workers_after_s(engine),
             )
         )
         run = Pipeline(options, processor, observations, broker.name, sink.start_offset, sink)
         observations.settings = {
             **(mode or {}),
-            "workers": options.workers,
-            "pool": str(options.pool),
+            "workers": engine.workers,
+            "pool": str(engine.pool),
             "broker": broker.name,
-            "task": options.task,
-            "time_scale": options.time_scale,
-            "max_in_flight": options.max_in_flight,
+            "task": engine.task,
+            "time_scale": engine.time_scale,
+            "max_in_flight": stream.max_in_flight,
             **run.settings(),
         }
         yield run
 
 
+def restart_stalled_workers_after_s(engine: EngineOptions) -> float | None:
+    """When the run's own workers count as stuck: no result for longer than an event may
+    run (its hard time limit), plus a margin; or what --stall-timeout says."""
+    if engine.stall_timeout_s is not None:
+        return engine.stall_timeout_s or None
+    return hard_time_limit(engine.task_timeout_s) + 30 if engine.task_timeout_s else None
+
+
 def _local_workers(options: RunOptions, broker: brokers.RunBroker, queue: str, give_up, restarted) -> LocalWorkers:
-    if options.pool is Pool.PREFORK and options.workers > PREFORK_WORKERS_THAT_FIT:
+    engine = options.engine
+    if engine.pool is Pool.PREFORK and engine.workers > PREFORK_WORKERS_THAT_FIT:
         log.warning(
             "%d prefork processes: a process per worker; for a task that waits, --pool threads runs as many "
             "in a process per core",
-            options.workers,
+            engine.workers,
         )
-    hard_limit = hard_time_limit(options.task_timeout_s) if options.task_timeout_s else 0.0
+    hard_limit = hard_time_limit(engine.task_timeout_s) if engine.task_timeout_s else 0.0
     return LocalWorkers(
         broker.url,
-        options.workers,
-        options.task,
+        engine.workers,
+        engine.task,
         queue,
         # Redis hands out again a task unacked this long: keep it well above any batch's limit.
-        visibility_timeout_s=max(DEFAULT_VISIBILITY_TIMEOUT_S, 2 * options.batch_max * hard_limit),
+        visibility_timeout_s=max(DEFAULT_VISIBILITY_TIMEOUT_S, 2 * engine.batch_max * hard_limit),
         # Our own Redis has no other consumer: a dead worker's tasks can go back at once.
         after_crash=(lambda: brokers.requeue_unacked(broker.url)) if broker.embedded else None,
         on_give_up=give_up,
-        verbose=options.verbose,
-        pool=options.pool,
+        verbose=options.observe.verbose,
+        pool=engine.pool,
         # Only where a task can be lost with its worker: elsewhere asking again only runs it twice.
         after_restart=restarted if broker.may_lose_a_dying_workers_task else None,
     )

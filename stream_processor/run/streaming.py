@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from stream_processor.core.contracts import End, Source
+from stream_processor.core.observer import Observer
 from stream_processor.core.processor import RunFailed
 from stream_processor.core.records import Record, parse_event, recording_identity
 from stream_processor.core.replay import ReplaySchedule
@@ -29,8 +31,8 @@ from stream_processor.output.sink import beside
 from stream_processor.protocol.event_stream import STREAM_PATH
 from stream_processor.protocol.vocabulary import NAMESPACE, TOKEN_ENV
 from stream_processor.redaction import safe_url, without_credentials
-from stream_processor.run.pipeline import Pipeline, RunOptions, blank_lines_of, dashboard, observe, pipeline
-from stream_processor.sources.socketio_client import End, ReplayClient
+from stream_processor.run.options import RunOptions
+from stream_processor.run.pipeline import Pipeline, blank_lines_of, dashboard, observe, pipeline
 from stream_processor.sources.source import SSE, check_url, open_source
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,6 @@ def consume(
     options: RunOptions,
     realtime: bool | None = None,
     speed: float | None = None,
-    show_progress: bool = True,
     token: str | None = None,
     source: str | None = None,
     identity: dict[str, Any] | None = None,
@@ -75,10 +76,10 @@ def consume(
         source = source or shown
         mode = {"mode": "streaming", "input": source, "server": shown, "realtime": bool(realtime), "speed": speed}
         identity = identity or {"url": without_credentials(url)}
-        with pipeline(options, identity, observations, [acknowledger], show_progress, mode, begin=False) as run:
-            position = StreamPosition(options.output)
+        with pipeline(options, identity, observations, [acknowledger], mode, begin=False) as run:
+            position = StreamPosition(options.output.path)
             start_offset, resume_token = run.start_offset, None
-            saved = position.saved() if options.resume and run.start_offset else None
+            saved = position.saved() if options.output.resume and run.start_offset else None
             if saved is not None and saved[0] < run.start_offset:  # after that event: what follows is not all written
                 start_offset, resume_token = saved[0] + 1, saved[1]
             client = open_source(
@@ -86,11 +87,11 @@ def consume(
                 start_offset,
                 realtime,
                 speed,
-                ack_every=max(1, options.max_in_flight // 10),
+                ack_every=max(1, options.stream.max_in_flight // 10),
                 token=token,
                 resume_token=resume_token,
                 transport=transport,
-                window=options.max_in_flight,
+                window=options.stream.max_in_flight,
             )
             # Everything before the run's start is written: the source's window counts from there,
             # even when a live stream resumes a little back (what comes again is dropped in _feed).
@@ -99,7 +100,7 @@ def consume(
             client.connect()  # a server that refuses the request as bad (400) leaves the output as it was
             run.begin_output()
             try:
-                watch = _StillGoing(run, client, server, options.reconnect_timeout_s)
+                watch = _StillGoing(run, client, server, options.stream.reconnect_timeout_s)
                 _feed(run, client, ReplaySchedule(speed or 1.0) if realtime else None, source, watch)
                 run.processor.drain()
             finally:
@@ -108,11 +109,11 @@ def consume(
         return run.report(url=shown, reconnects=client.reconnects, **(report_extra or {}))
 
 
-class _Acknowledger:
+class _Acknowledger(Observer):
     """Tells the server what is written, so it keeps sending (its window counts from there),
     and keeps the stream's position beside the output for --resume."""
 
-    client: ReplayClient | None = None
+    client: Source | None = None
     position: StreamPosition | None = None
 
     def on_read(self, duration_s: float | None, arrival_s: float, key: object = None) -> None:
@@ -177,7 +178,7 @@ class _StillGoing:
     core, an owned server that cannot be kept running, a server gone for too long."""
 
     def __init__(
-        self, run: Pipeline, client: ReplayClient, server: LocalServer | None, reconnect_timeout_s: float | None
+        self, run: Pipeline, client: Source, server: LocalServer | None, reconnect_timeout_s: float | None
     ) -> None:
         self.run, self.client, self.server, self.reconnect_timeout_s = run, client, server, reconnect_timeout_s
 
@@ -196,15 +197,13 @@ class _StillGoing:
             )
 
 
-def _feed(
-    run: Pipeline, client: ReplayClient, schedule: ReplaySchedule | None, source: str, watch: _StillGoing
-) -> None:
+def _feed(run: Pipeline, client: Source, schedule: ReplaySchedule | None, source: str, watch: _StillGoing) -> None:
     """Take events from the client's inbox until the server says the replay has ended.
 
     The ideal's arrival times are the paced schedule when pacing was asked for, else
     the moments the events actually arrived.
     """
-    validate = run.options.validator()
+    validate = run.options.engine.validator()
     first_received_at: float | None = None
     while True:
         try:
@@ -229,7 +228,6 @@ def run_streaming(
     realtime: bool = False,
     speed: float = 1.0,
     url: str | None = None,
-    show_progress: bool = True,
     token: str | None = None,
     async_mode: str | None = None,
     transport: str | None = None,
@@ -237,8 +235,8 @@ def run_streaming(
     """Start a replay server for `input_path` (unless `url`), consume it over `transport`
     (Socket.IO unless `sse`), stop everything."""
     if url:
-        return consume(url, options, realtime, speed, show_progress, token, transport=transport)
-    options.input_path = input_path
+        return consume(url, options, realtime, speed, token, transport=transport)
+    options = options.reading(input_path)
     options.check()
     identity = recording_identity(input_path)  # also fails now, before anything starts, if unreadable
     token = token or secrets.token_urlsafe(24)  # our own server admits only us
@@ -248,7 +246,6 @@ def run_streaming(
             options,
             realtime,
             speed,
-            show_progress,
             token,
             source=str(input_path),
             identity=identity,
@@ -275,7 +272,7 @@ class LocalServer:
         self.async_mode = async_mode
         self.start_timeout_s = start_timeout_s
         self.port = 0
-        self.url: str | None = None
+        self.url = ""  # where it listens, once it says so
         self.failure: Exception | None = None  # set once it cannot be kept running
         self._supervisor: processes.Supervisor | None = None
         self._pipes: list = []
@@ -334,11 +331,13 @@ def local_server(
 def _wait_for_url(process: subprocess.Popen, timeout_s: float) -> str:
     """The server prints `serving URL` once it listens; wait for that line."""
     deadline = time.monotonic() + timeout_s
+    stdout = process.stdout
+    assert stdout is not None, "the server is started with stdout=PIPE"
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(stdout, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if selector.select(timeout=max(0.0, deadline - time.monotonic())):
-                line = process.stdout.readline()
+                line = stdout.readline()
                 if line.startswith("serving "):
                     return line.split()[1].removesuffix(NAMESPACE)
                 if not line:

@@ -106,11 +106,12 @@ class StallWatchdog:
                 log.warning("results are coming in again")
                 self._stalled, self._next_warning_after = False, self.stall_s
             return None
-        if self.restart is not None and self.restart_after_s and waited >= self.restart_after_s:
+        restart = self.restart
+        if restart is not None and self.restart_after_s and waited >= self.restart_after_s:
             # Once restarted, the workers get as long again to bring a result (starting
             # them and handing back their tasks takes seconds), not one more check.
             if self._restarted_at is None or self.clock() - self._restarted_at >= self.restart_after_s:
-                return self._restart_workers(waited)
+                return self._restart_workers(waited, restart)
             return None
         if waited < self._next_warning_after:
             return None
@@ -121,7 +122,7 @@ class StallWatchdog:
         log.warning("%s", message)
         return message
 
-    def _restart_workers(self, waited: float) -> str:
+    def _restart_workers(self, waited: float, restart: Callable[[], None]) -> str:
         message = (
             f"no result for {waited:.0f} s while {self.core.batches_out} tasks are out, longer than any batch may "
             f"run: restarting the run's workers (their tasks run again){self._quiet_workers()}"
@@ -130,7 +131,7 @@ class StallWatchdog:
         self.warnings.append(message)
         self.restarts += 1
         self._restarted_at = self.clock()
-        self.restart()
+        restart()
         self._stalled, self._next_warning_after = False, self.stall_s
         return message
 
