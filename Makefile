@@ -18,14 +18,15 @@ run: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
-# Tests in tiers, by directory (tests/unit, integration, e2e, chaos, soak, cluster, browser).
+# Tests in tiers, by directory (tests/unit, integration, e2e, chaos, soak, cluster, browser, bench).
 # `make test`: lint, then unit, integration and end-to-end on the embedded broker, in parallel.
 # `make test-all`: every tier and RabbitMQ too; each part a tier needs must be here (else it fails).
 JOBS ?= 4
 PYTEST := $(PY) -m pytest -p no:cacheprovider
 test: lint
-	$(PYTEST) -n $(JOBS) tests/unit tests/integration tests/e2e -m "not rabbitmq and not chaos"
+	$(PYTEST) -n $(JOBS) --dist loadgroup tests/unit tests/integration tests/e2e -m "not rabbitmq and not chaos"
 
 unit: $(STAMP)
 	$(PYTEST) tests/unit
@@ -33,9 +34,9 @@ unit: $(STAMP)
 test-all: export STREAM_PROCESSOR_REQUIRE_RABBITMQ = 1
 test-all: export STREAM_PROCESSOR_REQUIRE_CHROMIUM = 1
 test-all: export STREAM_PROCESSOR_REQUIRE_NETNS = 1
+test-all: export STREAM_PROCESSOR_REQUIRE_NODE = 1
 test-all: lint
-	$(PYTEST) -n $(JOBS) tests -m "not cluster"
-	$(PYTEST) tests/cluster
+	$(PYTEST) -n $(JOBS) --dist loadgroup tests
 
 # The docs site (docs/, mkdocs.yml), built as CI builds it: any warning is an error.
 docs: $(STAMP)

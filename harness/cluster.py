@@ -116,15 +116,25 @@ class Cluster:
         self._own_directory = directory is None
         self.directory = directory or Path(tempfile.mkdtemp(prefix="stream-processor-cluster-"))
         self.network = Network()
-        self.broker: RabbitMQNode | None = None
+        self._broker: RabbitMQNode | None = None
         self.workers: list[HostWorker] = []
-        self.client_host: Host | None = None
+        self._client_host: Host | None = None
         self._clients: list[subprocess.Popen] = []
         self._torn_down = False
 
     @property
     def tag(self) -> str:
         return self.network.tag
+
+    @property
+    def broker(self) -> RabbitMQNode:
+        assert self._broker is not None, "the cluster is not started"
+        return self._broker
+
+    @property
+    def client_host(self) -> Host:
+        assert self._client_host is not None, "the cluster is not started"
+        return self._client_host
 
     def start(self) -> Cluster:
         atexit.register(self.teardown)  # the last guard: an interpreter that exits tears down too
@@ -138,12 +148,14 @@ class Cluster:
     def _start(self) -> None:
         self.network.up()
         broker_host = self.network.add_host("broker", BROKER_NUMBER)
-        self.client_host = self.network.add_host("client", CLIENT_NUMBER)
+        self._client_host = self.network.add_host("client", CLIENT_NUMBER)
         hosts = [self.network.add_host(f"h{i + 1}", FIRST_WORKER_NUMBER + i) for i in range(self.settings.hosts)]
-        self.broker = RabbitMQNode(broker_host, self.directory / "rabbitmq", heartbeat_s=self.settings.heartbeat_s)
-        self.broker.start()
+        broker = self._broker = RabbitMQNode(
+            broker_host, self.directory / "rabbitmq", heartbeat_s=self.settings.heartbeat_s
+        )
+        broker.start()
         for host in hosts:
-            self.workers.append(HostWorker(host, self.broker.url, self.settings, self.directory).start())
+            self.workers.append(HostWorker(host, broker.url, self.settings, self.directory).start())
         log.info("cluster %s: broker at %s, %d worker hosts", self.tag, broker_host.address, len(hosts))
 
     def wait_until_healthy(self, timeout_s: float = 120.0) -> None:
@@ -179,8 +191,8 @@ class Cluster:
         self._clients.clear()
         for worker in self.workers:
             worker.stop()
-        if self.broker is not None:
-            self.broker.stop(grace_s=5.0)
+        if self._broker is not None:
+            self._broker.stop(grace_s=5.0)
         self.network.teardown()  # and whatever escaped: epmd, a pool process
         if self._own_directory:
             shutil.rmtree(self.directory, ignore_errors=True)

@@ -128,7 +128,4 @@ class RabbitMQNode:
         self.start()
 
     def _log_tail(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-1500:].strip() or "its log is empty"
-        except OSError:
-            return "no log"
+        return processes.log_tail(self.log_path, chars=1500)

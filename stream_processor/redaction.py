@@ -123,8 +123,8 @@ def _without_password(rest: str) -> str:
             return rest
         at = later
     userinfo, host = rest[:at], rest[at + 1 :]
-    user, colon, _ = userinfo.partition(":")
-    return f"{user}:{MASK}@{host}" if colon and user else f"{MASK}@{host}"
+    user, has_password, _ = userinfo.partition(":")
+    return f"{user}:{MASK}@{host}" if has_password and user else f"{MASK}@{host}"
 
 
 def _redact_parameters(text: str, parameter: re.Pattern) -> str:

@@ -46,17 +46,23 @@ def rabbitmq_reachable(host: str = "localhost", port: int = 5672) -> bool:
         return False
 
 
-TIERS = ("unit", "integration", "e2e", "chaos", "soak", "cluster", "browser")
+TIERS = ("unit", "integration", "e2e", "chaos", "soak", "cluster", "browser", "bench")
+ONE_AT_A_TIME = ("cluster",)  # its tests share the hosts' network namespaces: one xdist worker runs them all
 
 
 def pytest_collection_modifyitems(config, items) -> None:
     """Each test is marked with its tier, the directory it lives in, and `rabbitmq` when it
     runs on RabbitMQ (it uses `rabbitmq_url`, or a parameter named for RabbitMQ), so that
-    `-m` can choose tiers and brokers."""
+    `-m` can choose tiers and brokers; a tier whose tests must not overlap runs on one
+    xdist worker (`--dist loadgroup`)."""
     for item in items:
         tier = item.path.parent.name
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+        if tier in ONE_AT_A_TIME:
+            item.add_marker(pytest.mark.xdist_group(tier))
+        elif item.get_closest_marker("heavy"):
+            item.add_marker(pytest.mark.xdist_group("heavy"))
         callspec = getattr(item, "callspec", None)
         if "rabbitmq_url" in item.fixturenames or (callspec is not None and "rabbitmq" in callspec.id):
             item.add_marker(pytest.mark.rabbitmq)
@@ -338,9 +344,11 @@ def expected_offsets(events: list[dict], subscription) -> list[int]:
 @pytest.fixture(scope="session")
 def js_clients(tmp_path_factory) -> tuple[Path, str]:
     """tests/js with its npm packages installed in a temporary directory, and node; skips
-    only when node or npm is missing."""
+    only when node or npm is missing (fails instead where STREAM_PROCESSOR_REQUIRE_NODE=1)."""
     npm, node = shutil.which("npm"), shutil.which("node")
     if not npm or not node:
+        if os.environ.get("STREAM_PROCESSOR_REQUIRE_NODE") == "1":
+            pytest.fail("node and npm are required (STREAM_PROCESSOR_REQUIRE_NODE=1) but are not on PATH")
         pytest.skip("node and npm are needed for the JavaScript client tests")
     work = tmp_path_factory.mktemp("js") / "js"
     shutil.copytree(TESTS / "js", work, ignore=shutil.ignore_patterns("node_modules"))

@@ -17,6 +17,7 @@ import json
 from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 _PENDING = object()
@@ -88,6 +89,10 @@ class ReorderBuffer:
         """Total order has no keys: nothing waits for anything to start."""
         return None
 
+    def join(self, offset: int) -> None:
+        """Total order has no keys: `successor` names no event, so none may join a batch."""
+        raise ValueError(f"{offset} waits for no other event in total order")
+
     def put_back(self, offsets: list[int]) -> list[int]:
         return sorted(offsets)
 
@@ -99,14 +104,20 @@ class ReorderBuffer:
         return released
 
 
-TOTAL, KEY, NONE = "total", "key", "none"
+class OrderKind(StrEnum):
+    TOTAL = "total"  # every line in input order
+    KEY = "key"  # one key's events one at a time, in input order; each line as soon as it is done
+    NONE = "none"  # each line as soon as it is done
+
+
+TOTAL, KEY, NONE = OrderKind
 
 
 @dataclass(frozen=True)
 class OrderMode:
     """What `--order` asks for: `total`, `none`, or `key` on some fields of the event."""
 
-    kind: str = TOTAL
+    kind: OrderKind = TOTAL
     fields: tuple[str, ...] = ()
 
     def __str__(self) -> str:
@@ -130,7 +141,7 @@ class OrderMode:
 def parse_order(text: str) -> OrderMode:
     """`total`, `none`, or `key:FIELD[,FIELD...]`; ValueError says what is wrong."""
     if text in (TOTAL, NONE):
-        return OrderMode(text)
+        return OrderMode(OrderKind(text))
     kind, sep, rest = text.partition(":")
     fields = tuple(field.strip() for field in rest.split(",")) if sep else ()
     if kind != KEY or not fields or not all(fields):

@@ -23,38 +23,23 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Hashable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from stream_processor.core.batching import BatchPolicy
+from stream_processor.core.contracts import Batch, Completion, EventTask, Executor, Reply, Sink, Window
+from stream_processor.core.observer import CoreState, EntryState, HeadOfLine, Observer, WorkerOn, overrides
 from stream_processor.core.ordering import KEY, TOTAL, OrderMode
+from stream_processor.core.outcomes import DONE, FAILED, LOST, SKIPPED, TIMED_OUT
 from stream_processor.core.records import Record
 from stream_processor.core.retries import RetryPolicy
-from stream_processor.engine.execution import DONE, FAILED, SKIPPED, TIMED_OUT
-from stream_processor.engine.executor import LOST, Batch, Completion, EventTask, Executor, Reply
-from stream_processor.observe.observations import CoreState, HeadOfLine, WorkerOn
 
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5  # the owner wakes at least this often, and tells the observers how things stand
 MAX_MESSAGES_PER_TURN = 2000  # then it sends and writes, so lines never wait on a flood
 WORKER_SEEN_S = 60.0  # a worker process not heard of for this long no longer counts
-
-
-class Observer(Protocol):
-    """What watches a run: its figures, live metrics, progress, plot, acknowledgements.
-    Called on the owner thread only."""
-
-    def on_read(self, duration_s: float | None, arrival_s: float, key: Hashable | None) -> None: ...
-
-    def on_written(self, offset: int, latency_s: float, is_error: bool) -> None: ...
-
-    # Optional: on_watermark(low_watermark), when every offset below it is written.
-
-
-class Sink(Protocol):
-    def write(self, lines: Sequence[tuple[int, bytes]]) -> None: ...
 
 
 class RunFailed(RuntimeError):
@@ -71,14 +56,58 @@ def error_record(offset: int, message: str, event_id: Any = NO_ID) -> dict[str, 
     return record
 
 
-QUEUED, RUNNING, RETRYING, WAITING_FOR_KEY, DONE_WAITING, HANDED_BACK = (
-    "queued",
-    "running",
-    "retrying",
-    "waiting for its key",
-    "done, waiting for its turn",
-    "handed back, queued again",
-)
+QUEUED, RUNNING, RETRYING, WAITING_FOR_KEY, DONE_WAITING, HANDED_BACK = EntryState
+
+
+# -- the mailbox: what other threads post to the owner ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Intake read an event (it holds a window credit)."""
+
+    record: Record
+    duration_s: float | None
+    arrival_s: float
+    read_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Replied:
+    """The executor pushed a reply for a batch."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Set `done` once every event submitted so far is written."""
+
+    done: threading.Event
+
+
+@dataclass(frozen=True, slots=True)
+class Fail:
+    """Stop the run: something it needs cannot be kept running."""
+
+    reason: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class AskAgain:
+    """The workers or the broker restarted: send again what was out before `sent_before`."""
+
+    why: str
+    suspects: bool
+    sent_before: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Finish the turn, tell the observers how the run ended, and end the owner thread."""
+
+
+Message = Read | Replied | Drain | Fail | AskAgain | Stop
 
 
 @dataclass(slots=True)
@@ -89,7 +118,7 @@ class _Entry:
     event_id: Any
     read_at: float
     attempts: int = 0  # runs that failed or died so far
-    state: str = QUEUED  # what it waits for, for the head of the line
+    state: EntryState = QUEUED  # what it waits for, for the head of the line
     # It was out in a batch whose worker process died (redelivered): maybe what killed it.
     # From then on it runs alone in a process of its own, where its death is an attempt.
     suspect: bool = False
@@ -140,17 +169,17 @@ class StreamProcessor:
         self.batching.in_total_order = self.order.kind == TOTAL  # how long a batch may run depends on it
         self.capacity = max_in_flight
         self._credits = threading.Semaphore(max_in_flight)
-        self._mailbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+        self._mailbox: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._failure: BaseException | None = None
         self._thread: threading.Thread | None = None
         # The owner's state: touched by the owner thread only.
-        self._order = self.order.window(max_in_flight, start_offset)
+        self._order: Window = self.order.window(max_in_flight, start_offset)
         self._already_done = set(already_done)  # written by the run this one resumes (beyond its watermark)
         self._watermark = start_offset
         self._watermark_moved_at = clock()  # when the line last moved, for the head of the line
-        self._watermark_hooks = [o.on_watermark for o in self.observers if hasattr(o, "on_watermark")]
-        self._completion_hooks = [o.on_completions for o in self.observers if hasattr(o, "on_completions")]
-        self._state_hooks = [o.on_state for o in self.observers if hasattr(o, "on_state")]
+        self._watermark_hooks = [o.on_watermark for o in self.observers if overrides(o, "on_watermark")]
+        self._completion_hooks = [o.on_completions for o in self.observers if overrides(o, "on_completions")]
+        self._state_hooks = [o.on_state for o in self.observers if overrides(o, "on_state")]
         self._last_tick = 0.0
         self._unfinished = 0  # admitted, not yet done (the rest of the window is done, waiting)
         self._entries: dict[int, _Entry] = {}
@@ -177,7 +206,7 @@ class StreamProcessor:
     # -- called from any thread ----------------------------------------------------------
 
     def start(self) -> StreamProcessor:
-        self.executor.start(lambda reply: self._mailbox.put(("replied", reply)))
+        self.executor.start(lambda reply: self._mailbox.put(Replied(reply)))
         self._thread = threading.Thread(target=self._run, name="run-owner", daemon=True)
         self._thread.start()
         return self
@@ -192,29 +221,29 @@ class StreamProcessor:
         if self._failure is not None:
             self._credits.release()  # for the next caller, who fails the same way instead of waiting
             self._raise_failure()
-        self._mailbox.put(("read", record, duration_s, arrival_s, self.clock()))
+        self._mailbox.put(Read(record, duration_s, arrival_s, self.clock()))
 
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every submitted event is written; False if `timeout` ran out first."""
         done = threading.Event()
-        self._mailbox.put(("drain", done))
+        self._mailbox.put(Drain(done))
         finished = done.wait(timeout)
         self._raise_failure()
         return finished
 
     def fail(self, reason: BaseException) -> None:
         """Stop the run from outside (a broker or worker that cannot be kept running)."""
-        self._mailbox.put(("fail", reason))
+        self._mailbox.put(Fail(reason))
 
     def ask_again(self, why: str, suspects: bool, sent_before: float | None = None) -> None:
         """Send again every batch out (sent before `sent_before`, on this run's clock), from
         outside: the run's workers or its broker were restarted, and a task can be lost
         then (see `_ask_again`)."""
-        self._mailbox.put(("ask again", why, suspects, sent_before))
+        self._mailbox.put(AskAgain(why, suspects, sent_before))
 
     def close(self) -> None:
         if self._thread is not None:
-            self._mailbox.put(("stop",))
+            self._mailbox.put(Stop())
             self._thread.join()
             self._thread = None
         self.executor.close()
@@ -244,13 +273,13 @@ class StreamProcessor:
                 message = self._mailbox.get(timeout=self._wait_s())
             except queue.Empty:
                 message = None
-            if message is not None and message[0] == "stop":
+            if isinstance(message, Stop):
                 if self._failure is None:
                     self._tick(force=True)  # the last word: the views see the run as it ended
                 return
             if self._failure is not None:
-                if message is not None and message[0] == "drain":
-                    message[1].set()  # drain() raises the failure
+                if isinstance(message, Drain):
+                    message.done.set()  # drain() raises the failure
                 continue  # failed: only waiting to be stopped
             try:
                 self._take_messages(message)
@@ -261,10 +290,10 @@ class StreamProcessor:
             except Exception as exc:  # e.g. the disk is full: stop the run, loudly
                 self._set_failure(exc)
 
-    def _take_messages(self, first: tuple | None) -> None:
+    def _take_messages(self, first: Message | None) -> None:
         message, taken = first, 0
         while message is not None:
-            if message[0] == "stop":
+            if isinstance(message, Stop):
                 self._mailbox.put(message)  # seen on the next turn, after this one's writes
                 return
             self._handle(message)
@@ -276,18 +305,18 @@ class StreamProcessor:
             except queue.Empty:
                 return
 
-    def _handle(self, message: tuple) -> None:
-        kind = message[0]
-        if kind == "read":
-            self._admit(*message[1:])
-        elif kind == "replied":
-            self._on_reply(message[1])
-        elif kind == "drain":
-            self._drain_waiters.append(message[1])
-        elif kind == "fail":
-            raise _Failed(message[1])
-        elif kind == "ask again":
-            self._ask_again(*message[1:])
+    def _handle(self, message: Message) -> None:
+        match message:
+            case Read(record, duration_s, arrival_s, read_at):
+                self._admit(record, duration_s, arrival_s, read_at)
+            case Replied(reply):
+                self._on_reply(reply)
+            case Drain(done):
+                self._drain_waiters.append(done)
+            case Fail(reason):
+                raise _Failed(reason)
+            case AskAgain(why, suspects, sent_before):
+                self._ask_again(why, suspects, sent_before)
 
     def _wait_s(self) -> float:
         now = self.clock()
@@ -551,7 +580,10 @@ class StreamProcessor:
         if kind == DONE:
             entry = self._entries[offset]
             self._finish(offset, entry.raw if value is None else value.encode("utf-8"), False)
-        elif kind == FAILED:
+            return
+        # Every other kind says why: the engines make it so (executor.well_formed, _failure_of).
+        assert value is not None, f"a {kind} completion without its reason"
+        if kind == FAILED:
             self._retry_or_give_up(offset, self.retries.gave_up, value)
         elif kind == LOST:
             self._retry_or_give_up(offset, self.retries.died, value)
@@ -621,7 +653,7 @@ class StreamProcessor:
             mean_event_run_s=self.batching.mean_run_s,
             handoff_s=self.batching.handoff_s,
             duplicates_dropped=self.duplicates_dropped,
-            late_replies_dropped=getattr(self.executor, "late_replies_dropped", 0),
+            late_replies_dropped=self.executor.late_replies_dropped,
             running=self._workers_on(),
             replies=self.replies,
             results_back=self.results_back,
@@ -636,7 +668,8 @@ class StreamProcessor:
         entry = self._entries.get(offset)
         if entry is None:
             return None
-        state, worker, running_since = entry.state, None, None
+        state: EntryState | str = entry.state
+        worker, running_since = None, None
         out = self._batch_holding(offset) if entry.state == RUNNING else None
         if out is not None:
             worker = out.worker

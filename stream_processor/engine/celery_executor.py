@@ -18,15 +18,14 @@ import logging
 import threading
 import time
 import uuid
-from typing import Any
+from typing import Any, TypeGuard
 
 from celery import states
 from kombu import Connection, Queue
 from kombu.mixins import ConsumerMixin
 
-from stream_processor.engine.execution import FAILED, INVALID, TIMED_OUT
+from stream_processor.core.outcomes import FAILED, INVALID, LOST, TIMED_OUT
 from stream_processor.engine.executor import (
-    LOST,
     Batch,
     Completion,
     OnComplete,
@@ -239,7 +238,8 @@ def _report_of(batch: Batch, result: Any) -> Reply | None:
         index, *outcome = item
         if not well_formed(outcome):
             return None
-        completions.append(Completion(tasks[index].offset, *outcome, worker))
+        kind, value, run_s = outcome
+        completions.append(Completion(tasks[index].offset, kind, value, run_s, worker))
     back = tuple(tasks[index].offset for index in _indexes(result.get("handed_back"), len(tasks)))
     return Reply(batch.id, completions, back, final=False, running=_running(result, tasks), worker=worker)
 
@@ -266,9 +266,13 @@ def _handoff_s(result: dict[str, Any]) -> float | None:
     """Celery's cost between two tasks on one process, if this batch measured it: it was
     already waiting when its process finished the one before (see tasks.handoff_timing)."""
     gap, waited = result.get("gap_s"), result.get("waited_s")
-    if not all(isinstance(value, int | float) and not isinstance(value, bool) for value in (gap, waited)):
+    if not (_is_number(gap) and _is_number(waited)):
         return None
     return gap if 0 <= gap < waited else None
+
+
+def _is_number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _failure_of(status: str, result: Any, task_timeout_s: float | None, events: int) -> tuple[str, str]:

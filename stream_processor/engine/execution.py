@@ -6,7 +6,7 @@ event. Lines travel as strings and come back as strings: a JSON library's hooks 
 way (kombu decodes {"__type__": ...} objects into datetimes, Decimals, bytes) never see
 an event, so any JSON object reaches the function, and comes back, exactly as it was.
 
-An outcome is a list [kind, value, run_s]:
+An outcome is a list [kind, value, run_s] (the kinds: core/outcomes.py):
 - DONE: value is the line to write, or None when the result equals the event (the
   client then writes the very line it read, byte for byte);
 - FAILED: the function raised; value says what (the client may run it again);
@@ -30,13 +30,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from stream_processor.core.outcomes import DONE, FAILED, INVALID, SKIPPED, TIMED_OUT, Outcome
 from stream_processor.engine.batch_run import BatchRun
 
 log = logging.getLogger(__name__)
 
-DONE, FAILED, TIMED_OUT, INVALID, SKIPPED = "done", "failed", "timed_out", "invalid", "skipped"
-
-Outcome = list  # [kind, value, run_s]: a list, as it travels in JSON
 MAX_ALARM_S = 1e8  # longer is "no limit" (setitimer overflows near 1e10 s)
 
 
@@ -66,7 +64,7 @@ def describe_error(exc: BaseException) -> str:
 def batch_function(function: Callable) -> Callable:
     """Mark `function` as taking a list of events and returning a list of results of the
     same length, so a batch of events is scored in one call."""
-    function.stream_processor_batch = True
+    function.stream_processor_batch = True  # type: ignore[attr-defined]  # a marker attribute: not in Callable's type
     return function
 
 
@@ -196,14 +194,15 @@ def run_events(
     events it hands back are not run, and their outcome is None."""
     call_kwargs = call_kwargs or {}
     if is_batch_function(function) and len(lines) > 1:
-        outcomes = _run_as_batch(function, lines, timeout_s, call_kwargs)
-        if outcomes is not None and not _any_failed_in_a_chain(outcomes, follows):
-            return outcomes
+        together = _run_as_batch(function, lines, timeout_s, call_kwargs)
+        if together is not None and not _any_failed_in_a_chain(together, follows):
+            return list(together)
     run = run or BatchRun(len(lines))
     outcomes: list[Outcome | None] = [None] * len(lines)
     while (index := run.start_next()) is not None:
-        before = follows[index] if follows and 0 <= follows[index] < index else -1
-        if before >= 0 and outcomes[before][0] in (FAILED, SKIPPED):  # started: a hand-back takes a suffix
+        # The event it follows started (a hand-back takes a suffix), so it has ended: its outcome.
+        followed = outcomes[follows[index]] if follows and 0 <= follows[index] < index else None
+        if followed is not None and followed[0] in (FAILED, SKIPPED):
             outcome = [SKIPPED, "the event before it with the same key failed; it waits for its retry", 0.0]
         else:
             outcome = _run_one(function, lines[index], timeout_s, call_kwargs)
@@ -215,7 +214,9 @@ def run_events(
 def _any_failed_in_a_chain(outcomes: list[Outcome], follows: list[int] | None) -> bool:
     """A batch function scored a key's events together, and an earlier one failed: they
     run one by one instead, so the later ones wait for its retry."""
-    return bool(follows) and any(0 <= before < len(outcomes) and outcomes[before][0] == FAILED for before in follows)
+    if not follows:
+        return False
+    return any(0 <= before < len(outcomes) and outcomes[before][0] == FAILED for before in follows)
 
 
 def _run_one(function: Callable[..., Any], line: str, timeout_s: float | None, call_kwargs: dict) -> Outcome:
@@ -245,10 +246,12 @@ def _single_result_of_batch(results: Any) -> Any:
     return results[0]
 
 
-def _run_as_batch(function: Callable[..., Any], lines: list[str], timeout_s: float | None, call_kwargs: dict):
+def _run_as_batch(
+    function: Callable[..., Any], lines: list[str], timeout_s: float | None, call_kwargs: dict
+) -> list[Outcome] | None:
     """All lines in one call, or None when that call did not give one result per event."""
-    parsed = [_parse(line) for line in lines]
-    if any(isinstance(p, str) for p in parsed):
+    parsed = [p for p in map(_parse, lines) if not isinstance(p, str)]
+    if len(parsed) != len(lines):
         return None  # a bad line: run them one by one, so it gets its own record
     events = [event for _, event in parsed]
     started = time.perf_counter()
@@ -297,5 +300,5 @@ def _same_json(result: Any, original: Any) -> bool:
     """Equal as JSON: `==` alone takes True for 1 and 1 for 1.0, which JSON tells apart."""
     if result is not original and result != original:
         return False
-    canonical = {"sort_keys": True}  # 1e400 reads as inf: an event may hold it, and come back unchanged
-    return json.dumps(result, **canonical) == json.dumps(original, **canonical)
+    # Canonical (sorted keys). 1e400 reads as inf: an event may hold it, and come back unchanged.
+    return json.dumps(result, sort_keys=True) == json.dumps(original, sort_keys=True)

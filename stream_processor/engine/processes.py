@@ -17,6 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +91,16 @@ def stop(process: subprocess.Popen, first_signal: int = signal.SIGTERM, grace_s:
     process.wait()
 
 
+def log_tail(path: Path | None, chars: int = 800, when_none: str = "no log") -> str:
+    """The end of a process's log, to say why it exited (a start that failed, a death)."""
+    if path is None:
+        return when_none
+    try:
+        return path.read_text(errors="replace")[-chars:].strip() or "its log is empty"
+    except OSError:
+        return "no log"
+
+
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, signum)
@@ -131,40 +142,44 @@ class Supervisor:
         self._watcher: threading.Thread | None = None
 
     def start(self) -> Supervisor:
-        self.process = self._start()
+        process = self.process = self._start()
         # The watcher restarts children from its own thread, and their parent-death
         # signal fires when that thread ends: it ends only once stop() has stopped them.
-        self._watcher = threading.Thread(target=self._watch, name=f"supervise-{self.name}", daemon=True)
+        self._watcher = threading.Thread(
+            target=self._watch, args=(process,), name=f"supervise-{self.name}", daemon=True
+        )
         self._watcher.start()
         return self
 
-    def _watch(self) -> None:
+    def _watch(self, process: subprocess.Popen) -> None:
         while True:
-            code = self.process.wait()
+            code = process.wait()
             with self._lock:
                 if self._stopping:
                     return
                 log.warning("%s exited unexpectedly (code %s); starting it again", self.name, code)
                 try:
-                    self._restart()
+                    process = self._restart(process)
                 except Exception as exc:
                     log.error("%s: giving up: %s", self.name, exc)
                     if self.on_give_up:
                         self.on_give_up(exc)
                     return
 
-    def _restart(self) -> None:
+    def _restart(self, dead: subprocess.Popen) -> subprocess.Popen:
+        """Start the child again in place of `dead`; returns the new one."""
         now = time.monotonic()  # when the death was seen
         self._restart_times = [t for t in self._restart_times if now - t < self.window_s] + [now]
         if len(self._restart_times) > self.max_restarts:
             raise StartError(f"{self.name} died {len(self._restart_times)} times within {self.window_s:.0f} s")
-        stop(self.process, signal.SIGKILL, grace_s=0)  # anything the dead leader left behind
+        stop(dead, signal.SIGKILL, grace_s=0)  # anything the dead leader left behind
         if self._before_restart:
             self._before_restart()
-        self.process = self._start()
+        process = self.process = self._start()
         self.restarts += 1
         if self._after_restart:
             self._after_restart(now)
+        return process
 
     def stop(self, first_signal: int = signal.SIGTERM, grace_s: float = 10.0) -> None:
         with self._lock:

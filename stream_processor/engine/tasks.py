@@ -32,38 +32,32 @@ from celery.signals import worker_init, worker_process_init, worker_ready
 from kombu import Exchange, Queue
 from kombu.utils.compat import detect_environment
 
+from stream_processor.core.outcomes import LOST, TIMED_OUT
 from stream_processor.engine.batch_run import BatchRun, Report, process_monitor
-from stream_processor.engine.execution import TIMED_OUT, load_function, run_events, when_too_many_abandoned
-from stream_processor.engine.executor import LOST
+from stream_processor.engine.execution import load_function, run_events, when_too_many_abandoned
+from stream_processor.engine.names import (
+    BROKER_ENV,
+    BROKER_HEARTBEAT_ENV,
+    DEFAULT_BROKER,
+    DEFAULT_BROKER_HEARTBEAT_S,
+    DEFAULT_TASK,
+    DEFAULT_VISIBILITY_TIMEOUT_S,
+    EVENTS_ENDED,
+    OWNED_ENV,
+    PUBLISH_RETRY_POLICY,
+    QUEUE,
+    QUEUE_ENV,
+    READY_FILE_ENV,
+    REDIS_MAX_CONNECTIONS,
+    RUN_QUEUE_PREFIX,
+    RUN_QUEUE_TTL_S,
+    TASK_ENV,
+    TASK_NAME,
+    VISIBILITY_TIMEOUT_ENV,
+)
 from stream_processor.engine.processes import set_parent_death_signal
 
 log = logging.getLogger(__name__)
-
-BROKER_ENV = "STREAM_PROCESSOR_BROKER"
-TASK_ENV = "STREAM_PROCESSOR_TASK"
-QUEUE_ENV = "STREAM_PROCESSOR_QUEUE"
-READY_FILE_ENV = "STREAM_PROCESSOR_READY_FILE"
-OWNED_ENV = "STREAM_PROCESSOR_DIE_WITH_PARENT"
-VISIBILITY_TIMEOUT_ENV = "STREAM_PROCESSOR_VISIBILITY_TIMEOUT"
-BROKER_HEARTBEAT_ENV = "STREAM_PROCESSOR_BROKER_HEARTBEAT"
-
-DEFAULT_BROKER = "amqp://guest:guest@localhost:5672//"
-DEFAULT_TASK = "stream_processor.tasks:wait_and_return"
-TASK_NAME = "stream_processor.run_batch"
-# A running batch's report (events that ended, events handed back): a state of our own on
-# the task's reply queue, where Celery's rpc:// backend publishes progress.
-EVENTS_ENDED = "EVENTS_ENDED"
-QUEUE = "stream_processor"  # shared by `--workers 0` runs and workers started on their own
-RUN_QUEUE_PREFIX = "stream_processor.run."  # a run's private queue, for its own workers
-RUN_QUEUE_TTL_S = 3600  # RabbitMQ drops a run's own queue after an hour unused (a crashed run)
-DEFAULT_VISIBILITY_TIMEOUT_S = 3600
-REDIS_MAX_CONNECTIONS = 2048
-# AMQP heartbeat: RabbitMQ closes the connection of a host that vanished (power, network)
-# after about two to three of these, and hands its unacked tasks (acks_late) to the others.
-# With 5 s, a cut host's tasks run elsewhere within about 10-15 s. 0 turns it off.
-DEFAULT_BROKER_HEARTBEAT_S = 5.0
-# Publishing waits out a broker restart (about a minute), then the run fails loudly.
-PUBLISH_RETRY_POLICY = {"max_retries": 60, "interval_start": 0, "interval_step": 0.5, "interval_max": 1.0}
 
 
 def task_queue(name: str) -> Queue:
@@ -137,7 +131,7 @@ def _look_for_tasks_sooner_on_redis() -> None:
     def get(self, callback, timeout=None):
         return original(self, callback, GREEN_POLL_S if timeout is None else min(timeout, GREEN_POLL_S))
 
-    kombu_redis.MultiChannelPoller.get = get
+    kombu_redis.MultiChannelPoller.get = get  # type: ignore[method-assign]  # a deliberate patch of kombu's method
 
 
 if detect_environment() in ("gevent", "eventlet"):
@@ -357,7 +351,7 @@ def _recycle_when_threads_pile_up(**_kwargs) -> None:
     When too many pile up, this worker shuts down warmly (the tasks it runs end and are
     acked first) and exits 0: the run starts it again (worker_group.py); a worker started
     on its own needs its supervisor (systemd, Kubernetes) to."""
-    asked = []
+    asked: list[int] = []
 
     def recycle(count: int) -> None:
         if not asked:

@@ -63,7 +63,7 @@ def _stop_the_rest(members: dict[int, int]) -> None:
 
 def main(argv: list[str]) -> int:
     ready_file, commands = Path(argv[0]), json.loads(argv[1])
-    stopping = []
+    stopping: list[int] = []
 
     def stop(signum, frame):  # the members got the same signal: their process group is ours
         stopping.append(signum)
@@ -73,9 +73,9 @@ def main(argv: list[str]) -> int:
     ready_files = [ready_file.with_name(f"{ready_file.name}.{index}") for index in range(len(commands))]
     for path in ready_files:
         path.unlink(missing_ok=True)
-    members = {}  # pid -> index
-    for index, (command, path) in enumerate(zip(commands, ready_files, strict=True)):
-        members[_start(command, path).pid] = index
+    members: dict[int, int] = {}  # pid -> index
+    for number, (command, path) in enumerate(zip(commands, ready_files, strict=True)):
+        members[_start(command, path).pid] = number
     announced = False
     while members:
         if not announced and all(path.exists() for path in ready_files):

@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from stream_processor.engine import processes
-from stream_processor.engine.tasks import (
+from stream_processor.engine.names import (
     BROKER_ENV,
     OWNED_ENV,
     QUEUE,
@@ -170,10 +170,10 @@ class LocalWorkers:
         return self._supervisor.restarts if self._supervisor else 0
 
     def start(self) -> LocalWorkers:
-        self._dir = Path(tempfile.mkdtemp(prefix="stream-processor-worker-"))
+        directory = self._dir = Path(tempfile.mkdtemp(prefix="stream-processor-worker-"))
         self._supervisor = processes.Supervisor(
             "celery worker",
-            self._spawn_ready,
+            lambda: self._spawn_ready(directory),
             before_restart=self.after_crash,
             on_give_up=self.on_give_up,
             after_restart=self.after_restart,
@@ -200,9 +200,9 @@ class LocalWorkers:
             env[VISIBILITY_TIMEOUT_ENV] = str(self.visibility_timeout_s)
         return env
 
-    def _spawn_ready(self) -> subprocess.Popen:
-        """Start the worker and wait until it consumes (its ready file appears)."""
-        ready_file = self._dir / "ready"
+    def _spawn_ready(self, directory: Path) -> subprocess.Popen:
+        """Start the worker and wait until it consumes (its ready file appears in `directory`)."""
+        ready_file = directory / "ready"
         ready_file.unlink(missing_ok=True)
         name = f"stream-processor-{uuid.uuid4().hex[:8]}"
         commands = [
@@ -250,12 +250,7 @@ class LocalWorkers:
             yield stream
 
     def _log_tail(self) -> str:
-        if self.log_path is None:
-            return "see its log above"
-        try:
-            return self.log_path.read_text(errors="replace")[-800:].strip() or "its log is empty"
-        except OSError:
-            return "no log"
+        return processes.log_tail(self.log_path, when_none="see its log above")
 
     def restart(self) -> None:
         """Kill the worker and its pool, for one that stopped taking tasks: its supervisor

@@ -17,10 +17,12 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_processor.core.contracts import Completion
+from stream_processor.core.observer import CoreState, HeadOfLine, Observer
 from stream_processor.observe.ideal import IdealRun
 from stream_processor.observe.report import LatencyHistogram
 from stream_processor.observe.trace import InFlightPoint, LatencyPoint, RunTrace
@@ -31,53 +33,6 @@ RECENT_EVENTS = 20  # which worker ran which event, for the last ones
 WORKER_SEEN_S = 60.0
 
 
-@dataclass(frozen=True)
-class HeadOfLine:
-    """The oldest event not yet written: what every later line in total order waits for,
-    and where the low watermark stands in the other modes."""
-
-    offset: int
-    event_id: Any
-    title: str | None
-    read_at: float
-    state: str  # queued, running, waiting in its batch behind another, handed back, retrying, waiting for its key, done
-    attempts: int
-    done_behind: int  # events finished after it, waiting for it (total) or ahead of the watermark
-    head_since: float | None = None  # when it became the head: the line has not moved since
-    worker: str | None = None  # the worker process it runs or waits on, once that is known
-    running_since: float | None = None  # when it started, once its worker has said it runs
-
-
-@dataclass(frozen=True)
-class WorkerOn:
-    """A worker process and the event it has said it runs, since when."""
-
-    worker: str
-    offset: int
-    since: float
-
-
-@dataclass(frozen=True)
-class CoreState:
-    """What the owner reports on each tick."""
-
-    in_flight: int  # events in the window: from the low watermark to the newest read
-    done_waiting: int  # of those, done but not yet past the watermark
-    low_watermark: int
-    batches_out: int
-    head: HeadOfLine | None
-    batch_size: int
-    mean_event_run_s: float | None
-    handoff_s: float | None
-    duplicates_dropped: int = 0  # completions for offsets already done (the core drops them)
-    late_replies_dropped: int = 0  # replies for a task already answered (the executor drops them)
-    running: tuple[WorkerOn, ...] = ()  # events workers have said they run (long ones), by worker
-    replies: int = 0  # messages back for batches: reports while they run, and final replies
-    results_back: int = 0  # events those told of for the first time
-    handed_back: int = 0  # events workers gave back unstarted, when one of their batch overran
-    asked_again: int = 0  # events sent again because the workers or the broker restarted with them out
-
-
 @dataclass
 class WorkerSeen:
     events: int = 0
@@ -86,7 +41,7 @@ class WorkerSeen:
 
 
 @dataclass
-class RunObservations:
+class RunObservations(Observer):
     clock: Callable[[], float] = time.monotonic
     capacity: int = 0  # the window (--max-in-flight)
     ideal: IdealRun | None = None  # the zero-overhead run on the same events, if their durations are known
@@ -139,10 +94,10 @@ class RunObservations:
             self._latency_high = latency_s
         if latency_s < self._latency_low:
             self._latency_low = latency_s
-        self._pair(offset, measured=(self._since_start(now), latency_s))
+        self._pair_measured(offset, (self._since_start(now), latency_s))
         self._sample_in_flight(now)
 
-    def on_completions(self, completions: list) -> None:
+    def on_completions(self, completions: Sequence[Completion]) -> None:
         """A batch came back: who ran it, and for how long."""
         now = self.clock()
         for completion in completions:
@@ -171,26 +126,32 @@ class RunObservations:
     def _ideal_released(self, offset: int, arrival_s: float, released_s: float) -> None:
         ideal_latency = released_s - arrival_s
         self.ideal_latency.add(ideal_latency)
-        self._pair(offset, ideal=ideal_latency)
+        self._pair_ideal(offset, ideal_latency)
 
-    def _pair(self, offset: int, measured: tuple[float, float] | None = None, ideal: float | None = None) -> None:
-        """The plot shows each event's latency beside its ideal one; either may come first
-        (the ideal runs behind in file mode, by up to a window). Without an ideal, alone."""
+    # The plot shows each event's latency beside its ideal one; either may come first (the
+    # ideal runs behind in file mode, by up to a window). Without an ideal, alone.
+
+    def _pair_measured(self, offset: int, measured: tuple[float, float]) -> None:
+        """An event's (at_s, latency_s) as measured: plotted with its ideal latency, once known."""
         if self.trace is None:
             return
-        if measured is not None and self.ideal is None:
+        if self.ideal is None:
             self.trace.latencies.add(LatencyPoint(measured[0], offset, measured[1], None))
             return
-        if measured is not None:
-            ideal = self._ideal_of.pop(offset, None)
-            if ideal is None:
-                self._measured_of[offset] = measured
-                return
-        else:
-            measured = self._measured_of.pop(offset, None)
-            if measured is None:
-                self._ideal_of[offset] = ideal
-                return
+        ideal = self._ideal_of.pop(offset, None)
+        if ideal is None:
+            self._measured_of[offset] = measured
+            return
+        self.trace.latencies.add(LatencyPoint(measured[0], offset, measured[1], ideal))
+
+    def _pair_ideal(self, offset: int, ideal: float) -> None:
+        """An event's ideal latency: plotted with its measured one, once known."""
+        if self.trace is None:
+            return
+        measured = self._measured_of.pop(offset, None)
+        if measured is None:
+            self._ideal_of[offset] = ideal
+            return
         self.trace.latencies.add(LatencyPoint(measured[0], offset, measured[1], ideal))
 
     def _sample_in_flight(self, now: float) -> None:
@@ -220,7 +181,7 @@ class RunObservations:
         """The live picture as plain values, for a reader on another thread."""
         now = self.clock()
         state = self.state
-        workers = {
+        workers: dict[str, dict[str, Any]] = {
             worker: {
                 "events": seen.events,
                 "busy_s": round(seen.busy_s, 3),

@@ -6,29 +6,31 @@ the run's observations.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from stream_processor.core.observer import Observer
+
 REFRESH_S = 0.2  # redraw the figures at most this often: the bar must not slow the stream
 
 
-class Progress:
+class Progress(Observer):
     def __init__(self, observations, enabled: bool = True) -> None:
         self.observations = observations
         self.enabled = enabled and sys.stderr.isatty()
         self._bar: tqdm | None = None
-        self._logging = None
+        self._logging = contextlib.ExitStack()  # while the bar shows: our log lines print above it
         self._last_refresh = 0.0
 
     def __enter__(self) -> Progress:
         if self.enabled:
             self._bar = tqdm(unit="ev", desc="written", file=sys.stderr, smoothing=0.1)
             # Our own log lines print above the bar instead of splitting it.
-            self._logging = logging_redirect_tqdm()
-            self._logging.__enter__()
+            self._logging.enter_context(logging_redirect_tqdm())
         return self
 
     def on_read(self, duration_s: float | None = None, arrival_s: float = 0.0, key: object = None) -> None:

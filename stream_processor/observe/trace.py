@@ -77,7 +77,7 @@ class Decimated(Generic[Sample]):
     def samples(self) -> list[Sample]:
         """The kept samples in the order they came, from the first to the latest."""
         entries = [self._first, *(entry for bucket in self._buckets for entry in bucket), self._low, self._high]
-        by_index = {entry.index: entry.sample for entry in [*entries, self._latest] if entry is not None}
+        by_index = {entry.number: entry.sample for entry in [*entries, self._latest] if entry is not None}
         return [by_index[index] for index in sorted(by_index)]
 
     def samples_after(self, position: int) -> tuple[list[Sample], int]:
@@ -90,9 +90,9 @@ class Decimated(Generic[Sample]):
         newer = buckets[max(0, (position + 1) // self.stride) :]  # bucket k holds [k * stride, (k + 1) * stride)
         entries = [self._first, *(entry for bucket in newer for entry in bucket), self._low, self._high]
         by_index = {
-            entry.index: entry.sample
+            entry.number: entry.sample
             for entry in [*entries, self._latest]
-            if entry is not None and position < entry.index <= last
+            if entry is not None and position < entry.number <= last
         }
         return [by_index[index] for index in sorted(by_index)], max(position, last)
 
@@ -101,7 +101,7 @@ class Decimated(Generic[Sample]):
 
 
 class _Entry(NamedTuple, Generic[Sample]):
-    index: int  # position in the series
+    number: int  # position in the series (not `index`: that would hide tuple.index)
     value: float
     sample: Sample
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import io
 import json
 import logging
 import os
@@ -99,19 +100,20 @@ class JsonlSink:
         # The output file first, by its identity: a run that is refused here has created,
         # truncated and written nothing (not even a checkpoint beside the name it was given).
         self._output = _open_locked(self.path, _output_busy_error)
-        self._checkpoint = None
+        checkpoint = None
         self._fresh = False
         try:
             if resume and not checkpoint_path(self.path).exists() and _has_content(self.path):
                 # Refuse before _open_locked creates an empty checkpoint: left behind, it made
                 # `verify` say "resume it first" about an output that --resume refuses.
                 raise _no_checkpoint_error(self.path)
-            self._checkpoint = _open_locked(checkpoint_path(self.path), lambda path: _checkpoint_busy_error(self.path))
+            checkpoint = _open_locked(checkpoint_path(self.path), lambda path: _checkpoint_busy_error(self.path))
+            self._checkpoint = checkpoint
             self.done = self._resume() if resume else self._start_afresh()
         except BaseException:
             self._output.close()
-            if self._checkpoint is not None:
-                self._checkpoint.close()
+            if checkpoint is not None:
+                checkpoint.close()
             raise
         self.lines_written = 0
         if not begin_later:
@@ -192,7 +194,7 @@ class JsonlSink:
         buffered cannot be written either: it is dropped (resume cuts back to what both
         files hold), and closing says nothing more about it."""
         for stream in (self._output, self._checkpoint):
-            if stream is None or stream.closed:
+            if stream.closed:
                 continue
             try:
                 stream.flush()
@@ -245,16 +247,17 @@ def _check_offsets_fit(done: DoneOffsets, source: Any) -> None:
 
 def encode_offsets(offsets: Iterator[int]) -> bytes:
     """Offsets in write order, runs of consecutive ones as a-b: 3 4 5 9 2 -> b"3-5 9 2"."""
-    parts, start, last = [], None, None
+    parts: list[str] = []
+    run: tuple[int, int] | None = None  # (start, last) of the run so far
     for offset in offsets:
-        if last is not None and offset == last + 1:
-            last = offset
+        if run is not None and offset == run[1] + 1:
+            run = (run[0], offset)
             continue
-        if start is not None:
-            parts.append(_run_text(start, last))
-        start = last = offset
-    if start is not None:
-        parts.append(_run_text(start, last))
+        if run is not None:
+            parts.append(_run_text(*run))
+        run = (offset, offset)
+    if run is not None:
+        parts.append(_run_text(*run))
     return " ".join(parts).encode()
 
 
@@ -271,7 +274,7 @@ def decode_offsets(line: bytes) -> Iterator[int]:
 # -- opening, locking, resuming -----------------------------------------------------------
 
 
-def _open_locked(path: Path, busy_error: Callable[[Path], OutputError]):
+def _open_locked(path: Path, busy_error: Callable[[Path], OutputError]) -> io.BufferedRandom:
     """`path` opened for reading and writing (created if missing, never truncated), with an
     exclusive flock on the file itself: on whatever name any other run opened it by."""
     try:

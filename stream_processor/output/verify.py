@@ -142,6 +142,6 @@ def _offsets_by_content(output_path: str | Path, events: list[tuple[bytes, int]]
                 record = json.loads(line)
             except ValueError:
                 record = None
-            offset = record.get("offset") if isinstance(record, dict) else None
-            offsets.append(offset if isinstance(offset, int) and 0 <= offset < len(events) else -1)
+            claimed = record.get("offset") if isinstance(record, dict) else None
+            offsets.append(claimed if isinstance(claimed, int) and 0 <= claimed < len(events) else -1)
     return offsets

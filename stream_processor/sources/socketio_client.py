@@ -16,11 +16,11 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import socketio
 
+from stream_processor.core.contracts import Change, End
 from stream_processor.protocol.vocabulary import DEFAULT_WINDOW, NAMESPACE
 from stream_processor.redaction import redact_text, safe_url
 
@@ -29,20 +29,6 @@ log = logging.getLogger(__name__)
 # Changes per message: python-socketio's client hands each message to a thread of its own,
 # which caps it at a few thousand messages a second; batches of 100 make that cap moot.
 DEFAULT_BATCH = 100
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    offset: int
-    line: bytes  # the recorded line, byte for byte
-    received_at: float
-    line_number: int | None = None  # in the server's recording, if it says
-
-
-@dataclass(frozen=True, slots=True)
-class End:
-    count: int
-    offset: int | None = None  # one past the replay's last offset, if the server says
 
 
 class ReplayClient:

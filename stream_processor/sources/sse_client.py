@@ -199,7 +199,10 @@ class EventStreamClient:
                 response.close()
             if self._disconnected_at is None:
                 self._disconnected_at = time.monotonic()
-            response = self._reopen(delay)
+            reopened = self._reopen(delay)
+            if reopened is None:
+                return  # closed while it waited to reconnect
+            response = reopened
 
     def _reopen(self, delay: float) -> requests.Response | None:
         """Open the stream again after `delay`, growing, until it opens or we close."""
@@ -332,7 +335,8 @@ def _reason(response: requests.Response) -> str:
 def _interrupt(response: requests.Response) -> None:
     """Wake a read blocked on the stream's socket (closing a socket does not, shutting it down does)."""
     sock = getattr(getattr(response.raw, "connection", None), "sock", None)
-    with contextlib.suppress(OSError, AttributeError):
-        sock.shutdown(socket.SHUT_RDWR)
+    if sock is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            sock.shutdown(socket.SHUT_RDWR)
     with contextlib.suppress(Exception):
         response.close()

@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from stream_processor.core.observer import CoreState, HeadOfLine, WorkerOn
 from stream_processor.observe.dashboard import Dashboard
-from stream_processor.observe.observations import CoreState, HeadOfLine, RunObservations, WorkerOn
+from stream_processor.observe.observations import RunObservations
 from stream_processor.observe.trace import LatencyPoint, RunTrace
 from stream_processor.sources.generate import generate_events
 from tests.conftest import FakeClock, processes_with_marker, raw_http, start_cli, wait_until

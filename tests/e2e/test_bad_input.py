@@ -13,6 +13,8 @@ import random
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import run_script, ten_megabyte_lines, write_recording
 
 FAST = ["--workers", "2", "--time-scale", "0.01", "--no-progress"]
@@ -93,6 +95,7 @@ def test_binary_garbage_lines_get_error_records_in_place(run_cli, good, tmp_path
     assert_lines_in_place(run, recording, output, lines, bad, ids={})
 
 
+@pytest.mark.heavy
 def test_a_ten_megabyte_line_goes_through_whole_and_an_invalid_one_gets_a_short_error(run_cli, good, tmp_path):
     big_valid, big_invalid = ten_megabyte_lines()
     lines = [good[0], big_valid, good[1], big_invalid, good[2]]
@@ -161,6 +164,7 @@ def test_a_directory_as_input_is_one_line_on_stderr_exit_2_and_the_output_untouc
 # -- the same recordings through run_streaming.py (a Socket.IO server of its own) ------------
 
 
+@pytest.mark.heavy
 def test_run_streaming_carries_ten_megabyte_lines_into_a_complete_output(good, tmp_path):
     big_valid, big_invalid = ten_megabyte_lines()
     # Three 10 MB lines: three chances for the race, so the test fails whenever the bug is there.

@@ -369,7 +369,9 @@ def test_any_json_events_come_back_byte_identical_and_echoed_exactly(request, br
 
 
 def test_a_second_run_on_the_same_output_stops_at_once_and_the_first_finishes_intact(tmp_path, broker_flag):
-    recording = write_events(tmp_path / "in.json", [{"id": n, "title": f"page {n}", "wait": 1} for n in range(30)])
+    # The first run takes about 18 s: long enough for two more runs to start and stop beside
+    # it, even on a machine busy with other tests.
+    recording = write_events(tmp_path / "in.json", [{"id": n, "title": f"page {n}", "wait": 6} for n in range(30)])
     output = tmp_path / "out.json"
     args = ["--input", str(recording), "--output", str(output), "--workers", "2", "--time-scale", "0.2"]
     args += ["--no-progress"] + broker_flag

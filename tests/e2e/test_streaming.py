@@ -109,6 +109,7 @@ def test_rcstream_style_subscribers_get_each_event_as_recorded_and_an_end(small_
 
 
 @in_each_async_mode
+@pytest.mark.heavy
 def test_fifty_clients_at_once_each_get_a_complete_ordered_replay(small_recording):
     expected = [(json.loads(line), offset) for offset, line in enumerate(small_recording.read_bytes().splitlines())]
     results: list = [None] * 50

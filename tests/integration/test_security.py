@@ -19,9 +19,9 @@ import pytest
 import socketio
 from kombu import Connection, Exchange, Producer
 
+from stream_processor.core.outcomes import DONE, INVALID
 from stream_processor.engine.broker import EmbeddedRedis
 from stream_processor.engine.celery_executor import CeleryExecutor
-from stream_processor.engine.execution import DONE, INVALID
 from stream_processor.engine.executor import Batch, EventTask
 from stream_processor.engine.tasks import DEFAULT_TASK, TASK_NAME, task_queue
 from stream_processor.engine.workers import LocalWorkers

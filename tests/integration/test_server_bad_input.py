@@ -43,6 +43,7 @@ from tests.listener import Listener
 pytestmark = in_each_async_mode
 
 
+@pytest.mark.heavy
 def test_the_socketio_path_carries_a_ten_megabyte_line_byte_identical(good, tmp_path):
     big_valid, big_invalid = ten_megabyte_lines()
     lines = [good[0], big_valid, good[1], big_invalid, good[2]]

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from stream_processor.core.batching import BatchPolicy
 from stream_processor.core.ordering import parse_order
+from stream_processor.core.outcomes import DONE
 from stream_processor.core.processor import StreamProcessor
 from stream_processor.core.records import Record
 from stream_processor.engine.batch_run import BatchRun, Report, ReportMonitor
-from stream_processor.engine.execution import DONE, run_events
+from stream_processor.engine.execution import run_events
 from stream_processor.engine.executor import LocalExecutor
 from tests.conftest import FakeClock, wait_until
 

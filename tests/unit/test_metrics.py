@@ -8,8 +8,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stream_processor.core.observer import CoreState, HeadOfLine
 from stream_processor.observe.metrics import LATENCY_BUCKETS_S, RunMetrics
-from stream_processor.observe.observations import CoreState, HeadOfLine, RunObservations
+from stream_processor.observe.observations import RunObservations
 from tests.conftest import FakeClock
 
 

@@ -23,11 +23,13 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from stream_processor.core.batching import BatchPolicy
+from stream_processor.core.observer import Observer
+from stream_processor.core.outcomes import DONE, FAILED, INVALID, LOST, TIMED_OUT
 from stream_processor.core.processor import RunFailed, StreamProcessor
 from stream_processor.core.records import Record, check_wait, parse_event, read_records
 from stream_processor.core.retries import RetryPolicy
-from stream_processor.engine.execution import DONE, FAILED, INVALID, TIMED_OUT, batch_function
-from stream_processor.engine.executor import LOST, Batch, Completion, EventTask, LocalExecutor, Reply
+from stream_processor.engine.execution import batch_function
+from stream_processor.engine.executor import Batch, Completion, EventTask, LocalExecutor, Reply
 from stream_processor.output.sink import JsonlSink
 from tests.conftest import FakeClock
 
@@ -127,7 +129,7 @@ class MemorySink:
         return [offset for write in self.writes for offset, _ in write]
 
 
-class Watcher:
+class Watcher(Observer):
     """An observer noting what it is told, on which threads, and the window at each read:
     events submitted (read) and not yet written."""
 
@@ -717,7 +719,7 @@ class StalledSink:
         self.lines.extend(lines)
 
 
-class StalledObserver:
+class StalledObserver(Observer):
     """on_written blocks until the test lets it go (a slow terminal, metrics endpoint, ack);
     every hook notes the thread it was called on."""
 

@@ -214,7 +214,7 @@ def test_zero_work_events_have_no_efficiency_rather_than_zero_percent():
 
 
 def test_repeats_dropped_by_the_executor_and_the_core_are_in_the_report_and_the_summary():
-    from stream_processor.observe.observations import CoreState
+    from stream_processor.core.observer import CoreState
 
     stats = RunObservations(clock=FakeClock())
     assert build_report(stats, workers=0, broker="x")["late_replies_dropped"] == 0
