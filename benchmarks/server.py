@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.runs import ROOT, RunFailed
+from stream_processor.core.contracts import End
 from stream_processor.protocol.event_stream import STREAM_PATH
 from stream_processor.run.streaming import local_server
 from stream_processor.serving import ASYNC_MODES
-from stream_processor.sources.socketio_client import End
 from stream_processor.sources.source import SSE, TRANSPORTS, open_source
 
 log = logging.getLogger("benchmarks")

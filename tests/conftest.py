@@ -115,11 +115,9 @@ in_each_async_mode = pytest.mark.usefixtures("async_mode")
 
 @pytest.fixture(scope="session")
 def headless():
-    """benchmarks/browser.py (the one way this project starts a headless Chromium), once a
+    """harness/browser.py (the one way this project starts a headless Chromium), once a
     Chromium is known to be installed; else the test skips, saying so (or fails where
     STREAM_PROCESSOR_REQUIRE_CHROMIUM=1, as in CI)."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     browser = importlib.import_module("harness.browser")
     if browser.find_chromium() is None:
         if os.environ.get("STREAM_PROCESSOR_REQUIRE_CHROMIUM") == "1":

@@ -37,11 +37,11 @@ from urllib.parse import urlencode, urlsplit
 
 import requests
 
+from stream_processor.core.contracts import Change, End
 from stream_processor.protocol.event_stream import TOPIC, event_id
 from stream_processor.protocol.sse_parser import EventTooLarge, SseEvent, SseParser
 from stream_processor.protocol.vocabulary import DEFAULT_WINDOW
 from stream_processor.redaction import redact_text, safe_url
-from stream_processor.sources.socketio_client import Change, End
 
 log = logging.getLogger(__name__)
 

@@ -33,9 +33,8 @@ WITHOUT_BROKER = {"server-rate", "server-pacing"}
 
 
 @pytest.fixture
-def harness(monkeypatch):
-    """The `benchmarks` package: it lives at the repository root and is not installed."""
-    monkeypatch.syspath_prepend(str(ROOT))
+def harness():
+    """The `benchmarks` package: it lives at the repository root (on pytest's pythonpath), not installed."""
     return importlib.import_module("benchmarks.ideals"), importlib.import_module("benchmarks.memory")
 
 

@@ -9,9 +9,9 @@ import threading
 
 import pytest
 
+from stream_processor.core.contracts import End
 from stream_processor.protocol.event_stream import STREAM_PATH
 from stream_processor.sources.generate import generate_file
-from stream_processor.sources.socketio_client import End
 from stream_processor.sources.source import open_source
 from tests.conftest import in_each_async_mode, replay_server
 from tests.tcp_proxy import DroppingProxy

@@ -13,9 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stream_processor.core.contracts import Change, End
 from stream_processor.protocol.event_stream import STREAM_PATH, event_id
 from stream_processor.protocol.sse_parser import SseEvent
-from stream_processor.sources.socketio_client import Change, End, ReplayClient
+from stream_processor.sources.socketio_client import ReplayClient
 from stream_processor.sources.source import SOCKETIO, SSE, open_source, transport_for
 from stream_processor.sources.sse_client import EventStreamClient
 from tests.conftest import (
