@@ -24,6 +24,7 @@ from stream_processor.engine.execution import load_function
 from stream_processor.engine.names import BROKER_ENV, DEFAULT_TASK, QUEUE, QUEUE_ENV, TASK_ENV
 from stream_processor.engine.processes import StartError
 from stream_processor.engine.workers import DEFAULT_POOL, Pool
+from stream_processor.output.database import DatabaseUnreachable
 from stream_processor.output.sink import OutputError
 from stream_processor.protocol.vocabulary import (
     DEFAULT_MAX_PAYLOAD,
@@ -37,6 +38,7 @@ from stream_processor.run.options import (
     NON_NEGATIVE_FLOAT,
     NON_NEGATIVE_INT,
     ORDER,
+    OUTPUT,
     PORT,
     POSITIVE_FLOAT,
     POSITIVE_INT,
@@ -89,6 +91,7 @@ _port = flag_type(PORT)
 _non_negative_float = flag_type(NON_NEGATIVE_FLOAT)
 _positive_float = flag_type(POSITIVE_FLOAT)
 _order_mode = flag_type(ORDER)
+_output = flag_type(OUTPUT)
 
 
 def _add_pacing_flags(parser: argparse.ArgumentParser, default_speed: float) -> None:
@@ -236,7 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser("verify", help="check an output has one line per input event, in order")
     verify.add_argument("input", type=Path)
-    verify.add_argument("output", type=Path)
+    verify.add_argument("output", type=_output, help="the run's --output: a file or postgresql://...?table=NAME")
     verify.add_argument(
         "--transformed",
         action="store_true",
@@ -400,10 +403,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from stream_processor.output.verify import verify, verify_order
 
-    if args.order.kind == "total" and not args.transformed:
+    if args.order.kind == "total" and not args.transformed and isinstance(args.output, Path):
         verdict = verify(args.input, args.output)
     else:
-        verdict = verify_order(args.input, args.output, args.order, identical=not args.transformed)
+        try:
+            verdict = verify_order(args.input, args.output, args.order, identical=not args.transformed)
+        except DatabaseUnreachable as exc:  # a wrong URL, user or database: a usage error
+            raise OutputError(str(exc)) from None
     print(verdict.message, file=sys.stdout if verdict.ok else sys.stderr)
     return EXIT_OK if verdict.ok else EXIT_UNEXPECTED
 

@@ -23,11 +23,12 @@ class LatencyHistogram:
         self.max = 0.0
         self.total = 0.0
 
-    def add(self, seconds: float) -> None:
-        self.count += 1
-        self.total += seconds
+    def add(self, seconds: float, times: int = 1) -> None:
+        """One duration, or `times` equal ones (the lines of one write)."""
+        self.count += times
+        self.total += seconds * times
         self.max = max(self.max, seconds)
-        self._buckets[self._bucket(seconds)] += 1
+        self._buckets[self._bucket(seconds)] += times
 
     @staticmethod
     def _bucket(seconds: float) -> int:

@@ -54,6 +54,9 @@ class RunObservations(Observer):
     errors: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     ideal_latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    # For each line, how long the write that took it to the output lasted (its commit, for a
+    # database): the part of its latency the output adds.
+    output_write: LatencyHistogram = field(default_factory=LatencyHistogram)
     state: CoreState | None = None
     workers: dict[str, WorkerSeen] = field(default_factory=dict)
     recent: deque = field(default_factory=lambda: deque(maxlen=RECENT_EVENTS))  # (offset, worker)

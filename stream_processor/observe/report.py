@@ -29,6 +29,7 @@ def build_report(stats, workers: int, broker: str, **extra: Any) -> dict[str, An
         "wall_s": round(stats.wall_s(), 4),
         "span_s": round(span, 4),
         "latency_s": _quantiles(stats.latency),
+        "output_write_s": _quantiles(stats.output_write),
         "events_per_s": round(stats.written / span, 3) if span > 0 else None,
         "workers": workers,
         "broker": broker,

@@ -34,6 +34,7 @@ import io
 import json
 import logging
 import os
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from stream_processor.redaction import without_credentials
 log = logging.getLogger(__name__)
 
 CHECKPOINT_SUFFIX = ".checkpoint"
+POSITION_SUFFIX = ".position"
 FORMAT = "stream-processor checkpoint 1"
 CHECKED_FIELDS = ("input", "task", "order")  # what --resume insists be the same
 
@@ -116,6 +118,7 @@ class JsonlSink:
                 checkpoint.close()
             raise
         self.lines_written = 0
+        self._position = PositionFile(beside(self.path, POSITION_SUFFIX))
         if not begin_later:
             self.begin()
 
@@ -151,7 +154,7 @@ class JsonlSink:
             if _has_content(self.path):
                 raise _no_checkpoint_error(self.path)
             return self._start_afresh()
-        _check_same_run(stored, self.header, self.path)
+        check_same_run(stored, self.header, self.path)
         if _comparable(stored.get("input")) != stored.get("input"):
             log.warning(
                 "%s: its first line (written by an earlier version) holds the stream's URL with its "
@@ -189,6 +192,17 @@ class JsonlSink:
             raise SinkError(checkpoint_path(self.path), exc) from exc
         self.lines_written += len(lines)
 
+    # -- where a live stream resumes ----------------------------------------------------
+
+    def note_position(self, position: dict[str, Any]) -> None:
+        self._position.note(position)
+
+    def saved_position(self) -> dict[str, Any] | None:
+        return self._position.saved()
+
+    def save_position(self) -> None:
+        self._position.save()
+
     def close(self) -> None:
         """Flush and close both files. After a failed write (a full disk) what is still
         buffered cannot be written either: it is dropped (resume cuts back to what both
@@ -209,6 +223,39 @@ class JsonlSink:
 
     def __exit__(self, *exc_info) -> None:
         self.close()
+
+
+class PositionFile:
+    """Where an event stream goes on after `--resume`: the id (`Last-Event-ID`) of an event
+    written, with its offset, kept beside the output as OUTPUT.position. Written at most
+    once a second (atomically: a new file renamed over the old), and when the run ends."""
+
+    EVERY_S = 1.0
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._pending: dict[str, Any] | None = None
+        self._written_at = 0.0
+
+    def saved(self) -> dict[str, Any] | None:
+        try:
+            position = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return None
+        return position if isinstance(position, dict) else None
+
+    def note(self, position: dict[str, Any]) -> None:
+        self._pending = position
+        if time.monotonic() - self._written_at >= self.EVERY_S:
+            self.save()
+
+    def save(self) -> None:
+        if self._pending is None:
+            return
+        temporary = self.path.with_name(self.path.name + ".new")
+        temporary.write_text(json.dumps(self._pending) + "\n")
+        os.replace(temporary, self.path)
+        self._pending, self._written_at = None, time.monotonic()
 
 
 class SinkError(OSError):
@@ -337,12 +384,15 @@ def _no_checkpoint_error(output: Path) -> OutputError:
     )
 
 
-def _check_same_run(stored: dict[str, Any], current: dict[str, Any], output: Path) -> None:
+def check_same_run(stored: dict[str, Any], current: dict[str, Any], output: object) -> None:
+    """Refuse to resume an output another run made (another input, task or order)."""
     differences = [
         f"{name}: it was {_describe(_comparable(stored.get(name)))}, now {_describe(current.get(name))}"
         for name in CHECKED_FIELDS
         if _comparable(stored.get(name)) != current.get(name)
     ]
+    if stored.get("format") != FORMAT and not differences:
+        differences = [f"format: it was {stored.get('format')}, now {FORMAT}"]
     if differences:
         raise OutputError(
             f"--resume refuses to continue {output}: it was made by another run ("

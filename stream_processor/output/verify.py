@@ -5,11 +5,13 @@ from __future__ import annotations
 import itertools
 import json
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from stream_processor.core.ordering import NONE, TOTAL, OrderMode
 from stream_processor.core.records import count_lines, event_lines, open_recording, parse_event
+from stream_processor.output.database import DatabaseOutput
 from stream_processor.output.sink import checkpoint_path, decode_offsets
 
 
@@ -60,40 +62,99 @@ def _line_problem(offset: int, want: bytes, got: bytes, identical: bool) -> tupl
     return ("differs from the input" if identical else None), False
 
 
-def verify_order(input_path: str | Path, output_path: str | Path, order: OrderMode, identical: bool = True) -> Verdict:
-    """Check an output of any ordering mode: every input event exactly once, and the order
-    the mode promises (total: input order; key: each key's lines in input order; none:
-    any). Which event a line stands for comes from the output's checkpoint, or, without
-    one, from the line itself (the reference task's lines are their events; an error
-    record names its offset)."""
+def verify_order(
+    input_path: str | Path, output: str | Path | DatabaseOutput, order: OrderMode, identical: bool = True
+) -> Verdict:
+    """Check an output (a file or a PostgreSQL table) of any ordering mode: every input event
+    exactly once, and the order the mode promises (total: input order; key: each key's lines
+    in input order; none: any). Which event a line stands for comes from the output's
+    checkpoint (a table's rows carry it), or, for a file without one, from the line itself
+    (the reference task's lines are their events; an error record names its offset)."""
     with open_recording(input_path) as recording:
         events = [(raw, number) for _, number, raw in event_lines(recording)]
-    offsets, problem = _offsets_of_lines(output_path, events, identical)
+    if isinstance(output, DatabaseOutput):
+        lines, problem = _database_lines(output, len(events))
+    else:
+        lines, problem = _file_lines(output, events, identical)
     if problem:
         return Verdict(False, problem)
+    try:
+        return _check_lines(lines, events, order, identical)
+    except _Mismatch as exc:
+        return Verdict(False, str(exc))
+
+
+def _check_lines(
+    lines: Iterator[tuple[bytes, int]], events: list[tuple[bytes, int]], order: OrderMode, identical: bool
+) -> Verdict:
     seen: set[int] = set()
     last_of_key: dict[object, int] = {}
     errors = 0
-    with open_recording(output_path) as actual:
-        for number, (line, offset) in enumerate(zip(actual, offsets, strict=True), start=1):
-            where = f"line {number} of the output"
-            if offset in seen:
-                return Verdict(False, f"{where} repeats the event at offset {offset}")
-            seen.add(offset)
-            problem, is_error = _line_problem(offset, events[offset][0], line, identical)
-            if problem:
-                return Verdict(False, f"{where} (offset {offset}): {problem}")
-            errors += is_error
-            key = _order_key(order, events[offset][0], offset)
-            if key in last_of_key and last_of_key[key] > offset:
-                return Verdict(
-                    False, f"{where} (offset {offset}) comes after offset {last_of_key[key]} of the same {order} order"
-                )
-            last_of_key[key] = offset
+    for number, (line, offset) in enumerate(lines, start=1):
+        where = f"line {number} of the output"
+        if offset in seen:
+            return Verdict(False, f"{where} repeats the event at offset {offset}")
+        seen.add(offset)
+        problem, is_error = _line_problem(offset, events[offset][0], line, identical)
+        if problem:
+            return Verdict(False, f"{where} (offset {offset}): {problem}")
+        errors += is_error
+        key = _order_key(order, events[offset][0], offset)
+        if key in last_of_key and last_of_key[key] > offset:
+            return Verdict(
+                False, f"{where} (offset {offset}) comes after offset {last_of_key[key]} of the same {order} order"
+            )
+        last_of_key[key] = offset
     if len(seen) < len(events):
         missing = min(set(range(len(events))) - seen)
         return Verdict(False, f"the event at offset {missing} (input line {events[missing][1]}) has no line")
     return Verdict(True, f"{len(seen)} lines, each event once, in {order} order ({errors} error records)")
+
+
+def _file_lines(output_path: str | Path, events: list[tuple[bytes, int]], identical: bool):
+    """((line, offset) for each line of the file, None) or (None, what is wrong)."""
+    offsets, problem = _offsets_of_lines(output_path, events, identical)
+    if problem:
+        return None, problem
+
+    def lines() -> Iterator[tuple[bytes, int]]:
+        with open_recording(output_path) as actual:
+            yield from zip(actual, offsets, strict=True)
+
+    return lines(), None
+
+
+def _database_lines(output: DatabaseOutput, events: int):
+    """((line, offset) for each row in output order, None) or (None, what is wrong): the rows
+    must be the lines 0..N-1 that the table's checkpoint covers."""
+    from stream_processor.output.postgres_sink import read_checkpoint, rows_in_order
+
+    connection = output.connect()
+    stored = read_checkpoint(connection, output)
+    if stored is None:
+        connection.close()
+        return None, f"{output} has no stream-processor checkpoint: it is not an output of a run"
+    bad = next((offset for offset in stored["beyond"] if not 0 <= offset < events), None)
+    if stored["low_watermark"] > events or bad is not None:
+        connection.close()
+        return None, f"the checkpoint of {output} lists offsets past the input's {events} events"
+
+    def lines() -> Iterator[tuple[bytes, int]]:
+        rows = 0
+        with connection:
+            for offset, line in rows_in_order(connection, output):
+                rows += 1
+                if not 0 <= offset < events:
+                    raise _Mismatch(f"{output} holds offset {offset}, but the input has only {events} events")
+                yield line.encode() + b"\n", offset
+        if rows != stored["lines"]:
+            raise _Mismatch(f"{output} has {rows} rows, but its checkpoint covers {stored['lines']} lines")
+
+    return lines(), None
+
+
+class _Mismatch(Exception):
+    pass
 
 
 def _order_key(order: OrderMode, raw: bytes, offset: int) -> object:

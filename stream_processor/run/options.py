@@ -29,6 +29,7 @@ from stream_processor.engine.execution import load_function
 from stream_processor.engine.names import BROKER_ENV, DEFAULT_TASK, QUEUE
 from stream_processor.engine.workers import DEFAULT_POOL, Pool
 from stream_processor.observe.plot import check_plotting
+from stream_processor.output.targets import Output, parse_output
 from stream_processor.run.paths import check_run_paths
 from stream_processor.run.watchdog import DEFAULT_STALL_S
 
@@ -90,6 +91,7 @@ POSITIVE_FLOAT = Kind("_positive_float", float, lambda value: 0 < value < math.i
 ORDER = Kind("_order_mode", parse_order, explains=True)
 POOL = Kind("Pool", Pool, choices=tuple(Pool))
 PATH = Kind("Path", Path)
+OUTPUT = Kind("output", parse_output, explains=True)  # a file, or postgresql://...?table=NAME
 TEXT = Kind("str", str)  # any text: argparse's own default
 
 
@@ -347,8 +349,24 @@ class StreamOptions(Settings):
 class OutputOptions(Settings):
     TITLE: ClassVar[str] = "output"
 
-    path: Path = setting(Path("results.json"), "--output", kind=PATH, help="ordered results (JSON Lines)")
+    path: Output = setting(
+        Path("results.json"),
+        "--output",
+        kind=OUTPUT,
+        metavar="FILE|URL",
+        help="ordered results: a JSON Lines file, or a PostgreSQL table, postgresql://USER@HOST/DB?table=NAME "
+        "(default {default})",
+    )
     resume: bool = setting(False, "--resume", help="continue after the last complete line of an existing --output")
+    reconnect_timeout_s: float | None = setting(  # None: never give up
+        60.0,
+        "--output-reconnect-timeout",
+        kind=NON_NEGATIVE_FLOAT,
+        metavar="S",
+        zero_is_none=True,
+        help="a PostgreSQL --output that stops answering is connected to again for this long, then the run "
+        "stops (exit 1; --resume continues it); 0 = keep trying (default {default})",
+    )
     report: Path | None = setting(None, "--report", kind=PATH, help="write the run's figures here as JSON")
     plot: Path | None = setting(
         None, "--plot", kind=PATH, metavar="FILE.png", help="draw latency (with its ideal) and in-flight count"

@@ -18,10 +18,13 @@ class PathError(ValueError):
 
 
 def check_run_paths(
-    output: Path, input_path: Path | None = None, report: Path | None = None, plot: Path | None = None
+    output: Path | object, input_path: Path | None = None, report: Path | None = None, plot: Path | None = None
 ) -> None:
-    """Raise PathError if the run's files collide or an output cannot be written."""
-    roles: list[tuple[str, Path]] = [("--output", output), ("its checkpoint", checkpoint_path(output))]
+    """Raise PathError if the run's files collide or an output cannot be written (a database
+    output is no file: its table is checked when the run opens it)."""
+    roles: list[tuple[str, Path]] = []
+    if isinstance(output, Path):
+        roles += [("--output", output), ("its checkpoint", checkpoint_path(output))]
     if input_path is not None:
         roles.insert(0, ("--input", input_path))
     roles += [(flag, path) for flag, path in (("--report", report), ("--plot", plot)) if path is not None]

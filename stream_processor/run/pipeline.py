@@ -6,6 +6,7 @@ broker, workers, executor, the run's core. File mode and streaming mode both run
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -23,6 +24,7 @@ from stream_processor.engine.names import DEFAULT_VISIBILITY_TIMEOUT_S, RUN_QUEU
 from stream_processor.engine.tasks import task_queue
 from stream_processor.engine.workers import PREFORK_WORKERS_THAT_FIT, LocalWorkers, Pool
 from stream_processor.observe.dashboard import Dashboard
+from stream_processor.observe.histogram import LatencyHistogram
 from stream_processor.observe.ideal import IdealRun
 from stream_processor.observe.metrics import RunMetrics
 from stream_processor.observe.observations import RunObservations
@@ -30,7 +32,7 @@ from stream_processor.observe.plot import draw_run
 from stream_processor.observe.progress import Progress
 from stream_processor.observe.report import build_report, write_report
 from stream_processor.observe.trace import RunTrace
-from stream_processor.output.sink import JsonlSink
+from stream_processor.output.targets import OutputSink, open_sink
 from stream_processor.run.options import EngineOptions, RunOptions
 from stream_processor.run.paths import PathError
 from stream_processor.run.watchdog import StallWatchdog
@@ -45,7 +47,7 @@ class Pipeline:
     observations: RunObservations
     broker_name: str
     start_offset: int
-    sink: JsonlSink
+    sink: OutputSink
 
     def begin_output(self) -> None:
         """Replace an earlier output now (see `pipeline(begin=False)`); later calls do nothing."""
@@ -167,9 +169,14 @@ def pipeline(
         if options.observe.metrics_port is not None:
             stack.enter_context(_serve_metrics(observations, options.observe.metrics_port))
         progress = stack.enter_context(Progress(observations, options.observe.progress))
-        sink = stack.enter_context(
-            JsonlSink(output.path, options.checkpoint_header(source), output.resume, begin_later=True)
+        sink = open_sink(
+            output.path,
+            options.checkpoint_header(source),
+            output.resume,
+            begin_later=True,
+            reconnect_timeout_s=output.reconnect_timeout_s,
         )
+        stack.callback(sink.close)
         if sink.start_offset:
             log.info("resuming %s after %d complete lines", output.path, sink.start_offset)
         broker = stack.enter_context(brokers.broker_for_run(engine.broker, give_up, broker_restarted))
@@ -182,7 +189,7 @@ def pipeline(
         )
         processor = StreamProcessor(
             executor,
-            sink,
+            TimedWrites(sink, observations.output_write),
             stream.max_in_flight,
             start_offset=sink.start_offset,
             already_done=sink.done.beyond,
@@ -224,6 +231,19 @@ def pipeline(
             **run.settings(),
         }
         yield run
+
+
+class TimedWrites:
+    """The sink as the run's core sees it: each write timed, for the report's output_write_s."""
+
+    def __init__(self, sink: OutputSink, durations: LatencyHistogram) -> None:
+        self.sink, self.durations = sink, durations
+
+    def write(self, lines: Sequence[tuple[int, bytes]]) -> None:
+        started = time.monotonic()
+        self.sink.write(lines)
+        if lines:
+            self.durations.add(time.monotonic() - started, len(lines))
 
 
 def restart_stalled_workers_after_s(engine: EngineOptions) -> float | None:

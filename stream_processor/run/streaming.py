@@ -6,7 +6,6 @@ stops) a replay server of its own on a free port, so one command does everything
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -27,7 +26,7 @@ from stream_processor.core.processor import RunFailed
 from stream_processor.core.records import Record, parse_event, recording_identity
 from stream_processor.core.replay import ReplaySchedule
 from stream_processor.engine import processes
-from stream_processor.output.sink import beside
+from stream_processor.output.targets import OutputSink
 from stream_processor.protocol.event_stream import STREAM_PATH
 from stream_processor.protocol.vocabulary import NAMESPACE, TOKEN_ENV
 from stream_processor.redaction import safe_url, without_credentials
@@ -37,7 +36,6 @@ from stream_processor.sources.source import SSE, check_url, open_source
 
 log = logging.getLogger(__name__)
 
-POSITION_SUFFIX = ".position"
 STILL_GOING_CHECK_S = 1.0  # while no event arrives, look this often for a reason to stop
 
 
@@ -77,9 +75,9 @@ def consume(
         mode = {"mode": "streaming", "input": source, "server": shown, "realtime": bool(realtime), "speed": speed}
         identity = identity or {"url": without_credentials(url)}
         with pipeline(options, identity, observations, [acknowledger], mode, begin=False) as run:
-            position = StreamPosition(options.output.path)
+            position = run.sink  # where a live stream resumes is kept with the output (see output/sink.py)
             start_offset, resume_token = run.start_offset, None
-            saved = position.saved() if options.output.resume and run.start_offset else None
+            saved = _saved_position(position) if options.output.resume and run.start_offset else None
             if saved is not None and saved[0] < run.start_offset:  # after that event: what follows is not all written
                 start_offset, resume_token = saved[0] + 1, saved[1]
             client = open_source(
@@ -105,7 +103,7 @@ def consume(
                 run.processor.drain()
             finally:
                 client.close()
-                position.save()
+                position.save_position()
         return run.report(url=shown, reconnects=client.reconnects, **(report_extra or {}))
 
 
@@ -114,7 +112,7 @@ class _Acknowledger(Observer):
     and keeps the stream's position beside the output for --resume."""
 
     client: Source | None = None
-    position: StreamPosition | None = None
+    position: OutputSink | None = None
 
     def on_read(self, duration_s: float | None, arrival_s: float, key: object = None) -> None:
         pass
@@ -127,50 +125,22 @@ class _Acknowledger(Observer):
         if self.client is not None:
             self.client.acknowledge(low_watermark, caught_up=low_watermark >= self.client.next_offset)
             if self.position is not None and low_watermark > 0:
-                self.position.moved(low_watermark - 1, self.client.resume_token(low_watermark - 1))
+                sse_id = self.client.resume_token(low_watermark - 1)
+                if sse_id is not None:
+                    self.position.note_position({"offset": low_watermark - 1, "id": sse_id})
 
 
-class StreamPosition:
-    """Where an event stream goes on after `--resume`: the id (`Last-Event-ID`) of an event
-    written, with its offset, kept beside the output as OUTPUT.position.
+def _saved_position(sink: OutputSink) -> tuple[int, str] | None:
+    """(offset, id) of the last stream event saved with the output, if any.
 
     A live stream has no offsets of its own: the client numbers its events from where the
     run starts. So a resume opens the stream right after the saved event and numbers from
-    just past its offset; what comes again below the output's low watermark is dropped. It
-    is written at most once a second (atomically: a new file renamed over the old), and
-    when the run ends.
-    """
-
-    EVERY_S = 1.0
-
-    def __init__(self, output: Path) -> None:
-        self.path = beside(output, POSITION_SUFFIX)  # beside the checkpoint, through a symlink too
-        self._pending: tuple[int, str] | None = None
-        self._written_at = 0.0
-
-    def saved(self) -> tuple[int, str] | None:
-        """(offset, id) of the last event saved, if any."""
-        try:
-            position = json.loads(self.path.read_text())
-            return int(position["offset"]), str(position["id"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-
-    def moved(self, offset: int, sse_id: str | None) -> None:
-        if sse_id is None:
-            return
-        self._pending = (offset, sse_id)
-        if time.monotonic() - self._written_at >= self.EVERY_S:
-            self.save()
-
-    def save(self) -> None:
-        if self._pending is None:
-            return
-        offset, sse_id = self._pending
-        temporary = self.path.with_name(self.path.name + ".new")
-        temporary.write_text(json.dumps({"offset": offset, "id": sse_id}) + "\n")
-        os.replace(temporary, self.path)
-        self._written_at = time.monotonic()
+    just past its offset; what comes again below the output's low watermark is dropped."""
+    position = sink.saved_position()
+    try:
+        return int(position["offset"]), str(position["id"])  # type: ignore[index]
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 class _StillGoing:
