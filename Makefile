@@ -35,6 +35,7 @@ test-all: export STREAM_PROCESSOR_REQUIRE_RABBITMQ = 1
 test-all: export STREAM_PROCESSOR_REQUIRE_CHROMIUM = 1
 test-all: export STREAM_PROCESSOR_REQUIRE_NETNS = 1
 test-all: export STREAM_PROCESSOR_REQUIRE_NODE = 1
+test-all: export STREAM_PROCESSOR_REQUIRE_POSTGRES = 1
 test-all: lint
 	$(PYTEST) -n $(JOBS) --dist loadgroup tests
 

@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--time-scale", type=_positive_float, default=None, help="full 1, smoke 0.02")
     parser.add_argument("--speed", type=_positive_float, default=None, help="realtime replay speed: full 1, smoke 50")
     parser.add_argument("--throughput-events", type=_positive_int, default=None, help="full 20000, smoke 3000")
+    parser.add_argument("--postgres-events", type=_positive_int, default=None, help="full 20000, smoke 5000")
     parser.add_argument("--memory-events", type=_positive_int, default=None, help="full 100000, smoke 5000")
     parser.add_argument("--dashboard-events", type=_positive_int, default=None, help="full 50000, smoke 5000")
     parser.add_argument(
@@ -76,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         speed=args.speed,
         throughput_events=args.throughput_events,
         memory_events=args.memory_events,
+        postgres_events=args.postgres_events,
         dashboard_events=args.dashboard_events,
         dashboard_repeats=args.dashboard_repeats,
     )

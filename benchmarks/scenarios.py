@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import ideals, server
+from benchmarks import ideals, outputs, server
 from benchmarks.brokers import Broker
 from benchmarks.floor import celery_floor
 from benchmarks.memory import RssSampler
@@ -561,6 +561,15 @@ def cluster(_broker: None, workspace: Workspace) -> list[dict[str, Any]]:
     return rows
 
 
+def postgres(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
+    """The PostgreSQL output beside the file output (benchmarks/outputs.py)."""
+    count, recording = workspace.settings.postgres_events, workspace.recording
+    rows = outputs.throughput_rows(broker, workspace, count, _zero_wait_timeout_s(count))
+    paced_span = ideals.paced_arrivals(recording.timestamps, workspace.settings.speed)[-1]
+    rows += outputs.realtime_rows(broker, workspace, _STARTUP_S + 3 * paced_span)
+    return rows
+
+
 SCENARIOS: dict[str, Scenario] = {
     "batch": batch,
     "realtime": realtime,
@@ -572,6 +581,7 @@ SCENARIOS: dict[str, Scenario] = {
     "order-batch": order_batch,
     "memory": memory,
     "dashboard": dashboard,
+    "postgres": postgres,
     "server-rate": server_rate,
     "server-pacing": server_pacing,
     "cluster": cluster,

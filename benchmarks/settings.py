@@ -20,6 +20,7 @@ class Settings:
     speed: float = 1.0  # realtime: replay at this many times real time
     stream_workers: int = 12  # realtime, throughput and memory: the project's default
     throughput_events: int = 20_000
+    postgres_events: int = 20_000  # postgres: zero-wait events to a file and to a table
     memory_events: int = 100_000
     short_time_scale: float = 0.02  # short tasks: about 34 ms an event, where per-task cost decides
     short_workers: tuple[int, ...] = (12, 64, 256)
@@ -62,6 +63,7 @@ SMOKE = Settings(
     time_scale=0.02,
     speed=50.0,
     throughput_events=3_000,
+    postgres_events=5_000,
     memory_events=5_000,
     short_workers=(12,),
     high_workers=64,

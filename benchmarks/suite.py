@@ -21,7 +21,16 @@ from benchmarks.scenarios import SCENARIOS, WITHOUT_BROKER, Workspace
 from benchmarks.settings import Settings
 
 log = logging.getLogger("benchmarks")
-RECORDING_SCENARIOS = {"batch", "realtime", "short", "high-concurrency", "heavy-tail", "order", "order-batch"}
+RECORDING_SCENARIOS = {
+    "batch",
+    "realtime",
+    "short",
+    "high-concurrency",
+    "heavy-tail",
+    "order",
+    "order-batch",
+    "postgres",
+}
 
 
 def run_suite(

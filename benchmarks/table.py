@@ -125,6 +125,14 @@ COLUMNS: dict[str, list[Column]] = {
         ("events/s", figure("events_per_s", ",d")),
         ("target", figure("target_events_per_s", ",d", prefix=">= ")),
     ],
+    "postgres": [
+        BROKER,
+        ("figure", figure("figure")),
+        ("file output", figure("file_shown")),
+        ("PostgreSQL output", figure("postgresql_shown")),
+        ("result", figure("result_shown")),
+        ("target", figure("target_shown")),
+    ],
     "cluster": [
         ("fault", figure("fault")),
         ("ok", lambda row: "yes" if row["ok"] else "NO"),
@@ -189,6 +197,10 @@ def titles(results: dict[str, Any]) -> dict[str, str]:
         f"{settings['cluster_concurrency']} processes (network namespaces, private RabbitMQ), time scale "
         f"{settings['cluster_time_scale']:g}, each fault when a quarter of the lines are out; before = lines/s in "
         "the 10 s before it; back to 90% = from the fault to the first moment the next 5 s run at >= 90 % of before",
+        "postgres": f"postgres: the PostgreSQL output beside the file output, same events and workers, back to "
+        f"back: {settings['postgres_events']} zero-wait events in file mode; the recording streamed with "
+        f"--realtime --speed {settings['speed']:g}, time scale {settings['time_scale']:g} (the output adds the "
+        "time its writes take: a table's commits); serve --follow: a line's delay from its commit to a client",
         "server-pacing": f"server pacing: {settings['pacing_clients']} clients at 1x (half socket.io-client, half "
         f"npm eventsource, one Node process), the first {settings['pacing_events']} events of "
         f"{settings['recording']}; the server's lateness per event (/status)",
