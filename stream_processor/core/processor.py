@@ -3,10 +3,11 @@
 Like Flink's async operator, which completes its element queue through a mailbox: the
 reader (intake), the executor's reply thread and anyone stopping the run only put
 messages in a queue. The owner thread alone admits events into the window, chooses
-what to send and in which batches, retries, writes the ready lines to the sink, and
-tells the observers (figures, metrics, progress, plot, the server's acks). So a slow
-terminal, disk or socket slows the writing, never the receiving of completions, and
-no lock is held across any I/O.
+what to send and in which batches, retries, hands the ready lines to the sink's writer
+thread (core/writer.py), and tells the observers (figures, metrics, progress, plot, the
+server's acks) once they are written. So a slow terminal, disk, database or socket slows
+the writing, never the sending of work or the receiving of completions, and no lock is
+held across any I/O.
 
 The window is counted in credits: the reader takes one per event before posting it
 (blocking while none is left), and the owner gives them back as events leave the
@@ -34,6 +35,7 @@ from stream_processor.core.ordering import KEY, TOTAL, OrderMode
 from stream_processor.core.outcomes import DONE, FAILED, LOST, SKIPPED, TIMED_OUT
 from stream_processor.core.records import Record
 from stream_processor.core.retries import RetryPolicy
+from stream_processor.core.writer import LineWriter
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +105,18 @@ class AskAgain:
 
 
 @dataclass(frozen=True, slots=True)
+class Written:
+    """The writer wrote these lines: (offset, line, is_error), in the order written."""
+
+    lines: list[tuple[int, bytes, bool]]
+
+
+@dataclass(frozen=True, slots=True)
 class Stop:
     """Finish the turn, tell the observers how the run ended, and end the owner thread."""
 
 
-Message = Read | Replied | Drain | Fail | AskAgain | Stop
+Message = Read | Replied | Drain | Fail | AskAgain | Written | Stop
 
 
 @dataclass(slots=True)
@@ -191,6 +200,9 @@ class StreamProcessor:
         self._alone: deque[int] = deque()  # retries and events of a lost batch: one per batch
         self._retry_at: list[tuple[float, int]] = []  # heap of (due, offset)
         self._to_write: list[tuple[int, tuple[bytes, bool]]] = []
+        self._writer = LineWriter(sink, lambda lines: self._mailbox.put(Written(lines)), self.fail)
+        self._being_written: list[int] = []  # heap: offsets handed to the writer, until written
+        self._written_offsets: set[int] = set()  # written, still in _being_written (popped lazily)
         self._drain_waiters: list[threading.Event] = []
         self._workers_seen: dict[str, float] = {}
         self.batches_out = 0
@@ -206,6 +218,7 @@ class StreamProcessor:
     # -- called from any thread ----------------------------------------------------------
 
     def start(self) -> StreamProcessor:
+        self._writer.start()
         self.executor.start(lambda reply: self._mailbox.put(Replied(reply)))
         self._thread = threading.Thread(target=self._run, name="run-owner", daemon=True)
         self._thread.start()
@@ -246,6 +259,7 @@ class StreamProcessor:
             self._mailbox.put(Stop())
             self._thread.join()
             self._thread = None
+        self._writer.stop()  # what was released is written: the output is a prefix to resume from
         self.executor.close()
 
     @property
@@ -317,6 +331,8 @@ class StreamProcessor:
                 raise _Failed(reason)
             case AskAgain(why, suspects, sent_before):
                 self._ask_again(why, suspects, sent_before)
+            case Written(lines):
+                self._on_written(lines)
 
     def _wait_s(self) -> float:
         now = self.clock()
@@ -619,21 +635,27 @@ class StreamProcessor:
     # -- writing ---------------------------------------------------------------------
 
     def _write_ready_lines(self) -> None:
+        """Hand the released lines to the writer (core/writer.py); they count once written."""
         if self._to_write:
             released, self._to_write = self._to_write, []
-            self.sink.write([(offset, line) for offset, (line, _) in released])
-            now = self.clock()
-            for offset, (_, is_error) in released:
-                entry = self._entries.pop(offset)
-                self.written += 1
-                self.errors += is_error
-                for observer in self.observers:
-                    observer.on_written(offset, now - entry.read_at, is_error)
+            for offset, _ in released:
+                heapq.heappush(self._being_written, offset)
+            self._writer.hand([(offset, line, is_error) for offset, (line, is_error) in released])
         self._move_watermark()
         if self._drain_waiters and not self._entries:
             for waiter in self._drain_waiters:
                 waiter.set()
             self._drain_waiters.clear()
+
+    def _on_written(self, lines: list[tuple[int, bytes, bool]]) -> None:
+        now = self.clock()
+        for offset, _, is_error in lines:
+            entry = self._entries.pop(offset)
+            self._written_offsets.add(offset)
+            self.written += 1
+            self.errors += is_error
+            for observer in self.observers:
+                observer.on_written(offset, now - entry.read_at, is_error)
 
     def _tick(self, force: bool = False) -> None:
         """Tell the observers how things stand (the window, the head of the line), twice a second."""
@@ -704,8 +726,13 @@ class StreamProcessor:
         )
 
     def _move_watermark(self) -> None:
-        """Events below the low watermark have left the window: their credits go back."""
+        """Events below the low watermark are written: they have left the window, their
+        credits go back. (Released lines still being written hold it back.)"""
+        while self._being_written and self._being_written[0] in self._written_offsets:
+            self._written_offsets.discard(heapq.heappop(self._being_written))
         watermark = self._order.next_to_release
+        if self._being_written:
+            watermark = min(watermark, self._being_written[0])
         if watermark > self._watermark:
             self._credits.release(watermark - self._watermark)
             self._watermark = watermark

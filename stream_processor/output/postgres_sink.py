@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -59,6 +60,8 @@ class PostgresSink:
         self._pending_position: dict[str, Any] | None = None
         self._saved_position: dict[str, Any] | None = None
         self._jsonb_refusals = 0
+        # The writer thread writes; the run's main thread saves the stream's position at the end.
+        self._one_at_a_time = threading.RLock()
         self._connection = output.connect()  # DatabaseUnreachable: exit 2, nothing touched
         try:
             self._lock()
@@ -123,6 +126,10 @@ class PostgresSink:
         """Rows for `(offset, line)`s, in the order given, and the checkpoint that covers them."""
         if not lines:
             return
+        with self._one_at_a_time:
+            self._write(lines)
+
+    def _write(self, lines: Sequence[tuple[int, bytes]]) -> None:
         self.begin()
         after = DoneOffsets(self.done.low_watermark, set(self.done.beyond), self.done.lines)
         rows = []
@@ -142,8 +149,9 @@ class PostgresSink:
         return self._saved_position
 
     def save_position(self) -> None:
-        if self._pending_position is not None and not self._connection.closed:
-            self._commit_surviving_disconnects([], self.done)
+        with self._one_at_a_time:
+            if self._pending_position is not None and not self._connection.closed:
+                self._commit_surviving_disconnects([], self.done)
 
     def _commit_surviving_disconnects(self, rows: list[tuple[int, int, str]], after: DoneOffsets) -> None:
         import psycopg
@@ -248,7 +256,8 @@ class PostgresSink:
             self.save_position()
         except Exception as exc:  # closing after a failure: the position is an optimisation only
             log.debug("closing %s: %s", self.output, exc)
-        self._connection.close()  # also releases the advisory lock
+        with self._one_at_a_time:
+            self._connection.close()  # also releases the advisory lock
 
     def __enter__(self) -> PostgresSink:
         return self

@@ -34,6 +34,7 @@ import io
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -236,6 +237,7 @@ class PositionFile:
         self.path = path
         self._pending: dict[str, Any] | None = None
         self._written_at = 0.0
+        self._one_at_a_time = threading.Lock()  # noted by the run's core, saved at the end by the main thread
 
     def saved(self) -> dict[str, Any] | None:
         try:
@@ -250,12 +252,13 @@ class PositionFile:
             self.save()
 
     def save(self) -> None:
-        if self._pending is None:
-            return
-        temporary = self.path.with_name(self.path.name + ".new")
-        temporary.write_text(json.dumps(self._pending) + "\n")
-        os.replace(temporary, self.path)
-        self._pending, self._written_at = None, time.monotonic()
+        with self._one_at_a_time:
+            if self._pending is None:
+                return
+            temporary = self.path.with_name(self.path.name + ".new")
+            temporary.write_text(json.dumps(self._pending) + "\n")
+            os.replace(temporary, self.path)
+            self._pending, self._written_at = None, time.monotonic()
 
 
 class SinkError(OSError):

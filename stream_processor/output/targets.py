@@ -7,20 +7,31 @@ checkpoint that covers them agree after any crash, and `--resume` continues exac
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
-from stream_processor.output.database import DatabaseOutput, DatabaseUnreachable, is_database_url
+from stream_processor.output.database import DatabaseOutput, DatabaseOutputError, DatabaseUnreachable, is_database_url
 from stream_processor.output.postgres_sink import DEFAULT_RECONNECT_TIMEOUT_S, PostgresSink
 from stream_processor.output.sink import JsonlSink, OutputError
+from stream_processor.redaction import safe_url
 
 Output = Path | DatabaseOutput
 OutputSink = JsonlSink | PostgresSink
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
 def parse_output(text: str) -> Output:
-    """A `postgresql://` URL names a table; anything else is a file's path."""
-    return DatabaseOutput.parse(text) if is_database_url(text) else Path(text)
+    """A `postgresql://` URL names a table; another URL is a mistake; anything else is a file's path."""
+    if is_database_url(text):
+        return DatabaseOutput.parse(text)
+    if _URL.match(text):
+        raise DatabaseOutputError(
+            f"{safe_url(text)}: an output URL must be postgresql://USER@HOST/DB?table=NAME; a file is given by its path"
+        )
+    return Path(text)
 
 
 def open_sink(
