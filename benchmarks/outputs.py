@@ -14,9 +14,11 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from benchmarks import ideals
@@ -126,6 +128,51 @@ def realtime_rows(broker: Broker, workspace, timeout_s: float) -> list[dict[str,
             ),
         }
     ]
+
+
+def follow_rows(lines: int, rate: float) -> list[dict[str, Any]]:
+    """A line's delay from its commit to a client of `serve --follow`, file beside table."""
+    from functools import partial
+
+    from harness.follow_latency import measure
+    from stream_processor.output.database import DatabaseOutput
+    from stream_processor.output.postgres_sink import PostgresSink
+    from stream_processor.output.sink import JsonlSink
+
+    rows = []
+    for async_mode in ("eventlet", "asyncio"):
+        with tempfile.TemporaryDirectory(prefix="stream-processor-follow-") as work:
+            path = Path(work) / "output.json"
+            file = measure(str(path), partial(JsonlSink, path), lines, rate, async_mode)
+        with scratch_table("follow") as table:
+            url = f"{postgres_url()}?table={table}"
+            table_latencies = measure(url, partial(PostgresSink, DatabaseOutput.parse(url)), lines, rate, async_mode)
+        if len(file) != lines or len(table_latencies) != lines:
+            raise RunFailed(f"follow: {len(file)} and {len(table_latencies)} of {lines} lines arrived")
+        p99 = {"file": _quantile(file, 0.99), "postgresql": _quantile(table_latencies, 0.99)}
+        rows.append(
+            {
+                "broker": "-",
+                "figure": f"serve --follow ({async_mode}): commit to client, {lines} lines at {rate:g}/s",
+                "file_p50_ms": _ms(_quantile(file, 0.5)),
+                "file_p99_ms": _ms(p99["file"]),
+                "postgresql_p50_ms": _ms(_quantile(table_latencies, 0.5)),
+                "postgresql_p99_ms": _ms(p99["postgresql"]),
+                "target_p99_ms": _ms(FOLLOW_LATENCY_TARGET_S),
+                **shown(
+                    f"p50 {_ms(_quantile(file, 0.5)):.1f} ms, p99 {_ms(p99['file']):.1f} ms",
+                    f"p50 {_ms(_quantile(table_latencies, 0.5)):.1f} ms, p99 {_ms(p99['postgresql']):.1f} ms",
+                    f"worst p99 {_ms(max(p99.values())):.1f} ms",
+                    f"<= {_ms(FOLLOW_LATENCY_TARGET_S):.0f} ms p99",
+                ),
+            }
+        )
+    return rows
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def shown(file: str, postgresql: str, result: str, target: str) -> dict[str, str]:

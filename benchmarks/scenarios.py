@@ -570,6 +570,11 @@ def postgres(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
     return rows
 
 
+def follow(_broker: None, workspace: Workspace) -> list[dict[str, Any]]:
+    """`serve --follow`: a line's delay from its commit to a client (benchmarks/outputs.py)."""
+    return outputs.follow_rows(workspace.settings.follow_lines, workspace.settings.follow_rate)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "batch": batch,
     "realtime": realtime,
@@ -582,12 +587,13 @@ SCENARIOS: dict[str, Scenario] = {
     "memory": memory,
     "dashboard": dashboard,
     "postgres": postgres,
+    "follow": follow,
     "server-rate": server_rate,
     "server-pacing": server_pacing,
     "cluster": cluster,
 }
 OPT_IN = ("cluster",)  # needs root and takes minutes: run with --only cluster
-WITHOUT_BROKER = ("server-rate", "server-pacing", "cluster")  # run once, not once per broker
+WITHOUT_BROKER = ("server-rate", "server-pacing", "cluster", "follow")  # run once, not once per broker
 GROUPS = {"server": ["server-rate", "server-pacing"]}  # names --only takes for several scenarios
 
 

@@ -21,6 +21,8 @@ class Settings:
     stream_workers: int = 12  # realtime, throughput and memory: the project's default
     throughput_events: int = 20_000
     postgres_events: int = 20_000  # postgres: zero-wait events to a file and to a table
+    follow_lines: int = 2_000  # follow: lines committed one at a time, at follow_rate a second
+    follow_rate: float = 200.0
     memory_events: int = 100_000
     short_time_scale: float = 0.02  # short tasks: about 34 ms an event, where per-task cost decides
     short_workers: tuple[int, ...] = (12, 64, 256)
@@ -64,6 +66,7 @@ SMOKE = Settings(
     speed=50.0,
     throughput_events=3_000,
     postgres_events=5_000,
+    follow_lines=500,
     memory_events=5_000,
     short_workers=(12,),
     high_workers=64,

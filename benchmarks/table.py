@@ -133,6 +133,13 @@ COLUMNS: dict[str, list[Column]] = {
         ("result", figure("result_shown")),
         ("target", figure("target_shown")),
     ],
+    "follow": [
+        ("figure", figure("figure")),
+        ("file output", figure("file_shown")),
+        ("PostgreSQL output", figure("postgresql_shown")),
+        ("result", figure("result_shown")),
+        ("target", figure("target_shown")),
+    ],
     "cluster": [
         ("fault", figure("fault")),
         ("ok", lambda row: "yes" if row["ok"] else "NO"),
@@ -200,7 +207,10 @@ def titles(results: dict[str, Any]) -> dict[str, str]:
         "postgres": f"postgres: the PostgreSQL output beside the file output, same events and workers, back to "
         f"back: {settings['postgres_events']} zero-wait events in file mode; the recording streamed with "
         f"--realtime --speed {settings['speed']:g}, time scale {settings['time_scale']:g} (the output adds the "
-        "time its writes take: a table's commits); serve --follow: a line's delay from its commit to a client",
+        "time its writes take: a table's commits)",
+        "follow": f"follow: serve --follow of an output written one line at a time, {settings['follow_lines']} lines "
+        f"at {settings['follow_rate']:g} a second, read by the project's SSE client; a line's delay from its commit "
+        "(the write returned) to its arrival, one clock",
         "server-pacing": f"server pacing: {settings['pacing_clients']} clients at 1x (half socket.io-client, half "
         f"npm eventsource, one Node process), the first {settings['pacing_events']} events of "
         f"{settings['recording']}; the server's lateness per event (/status)",

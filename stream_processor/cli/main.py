@@ -163,7 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(consume, streaming=True)
 
     serve = commands.add_parser("serve", help="replay a recording over Socket.IO (RCStream protocol, /rc)")
-    serve.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording to replay")
+    serves = serve.add_mutually_exclusive_group()
+    serves.add_argument("--input", type=Path, default=Path("sampled_rc.json"), help="recording to replay")
+    serves.add_argument(
+        "--follow",
+        type=_output,
+        default=None,
+        metavar="OUTPUT",
+        help="serve a run's output (a file, or postgresql://...?table=NAME) while the run writes it: each line "
+        "once committed, in order, its position as its id; ends when the output is complete. A fresh run "
+        "over it (not --resume) stops the server (exit 1)",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     serve.add_argument("--port", type=_port, default=5000, help="port (0: any free one; default 5000)")
     serve.add_argument("--loop", action="store_true", help="replay forever")
@@ -352,10 +362,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
 
 
+def _follow_output(args: argparse.Namespace):
+    """`serve --follow`: the output, looked at once (what is wrong now is a usage error). Once the
+    server listens it is polled on; when it cannot be followed any more (started over), SIGTERM
+    stops the server as it always does."""
+    from stream_processor.serving.followed import FollowError, follow
+
+    if args.loop:
+        raise UsageError("--loop replays a recording; --follow serves an output as it grows: give one of them")
+    try:
+        return follow(args.follow, on_failure=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    except (FollowError, DatabaseUnreachable) as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from stream_processor.serving import create_server
     from stream_processor.serving.core import ServerSettings
 
+    followed = _follow_output(args) if args.follow is not None else None
     settings = ServerSettings(
         realtime=args.realtime,
         speed=args.speed,
@@ -370,16 +395,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
         heartbeat_s=args.heartbeat,
         async_mode=args.async_mode,
     )
-    server = create_server(args.input, settings, loop=args.loop)
+    server = create_server(followed if followed is not None else args.input, settings, loop=args.loop)
     # The signal may land anywhere; each shell knows how to stop its own loop.
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)
-    with contextlib.suppress(KeyboardInterrupt):  # the normal way to stop a server
-        try:
-            server.serve(args.host, args.port, on_listening=lambda url: print(f"serving {url}/rc", flush=True))
-        except OSError as exc:  # e.g. the port is taken
-            raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
-    return EXIT_OK
+
+    def on_listening(url: str) -> None:
+        print(f"serving {url}/rc", flush=True)
+        if followed is not None:  # from now on SIGTERM stops the server, whatever runs
+            followed.start()
+
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # the normal way to stop a server
+            try:
+                server.serve(args.host, args.port, on_listening=on_listening)
+            except OSError as exc:  # e.g. the port is taken
+                raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    finally:
+        if followed is not None:
+            followed.close()
+    # A followed output started over: its one error line is logged already.
+    return EXIT_UNEXPECTED if followed is not None and followed.failure else EXIT_OK
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # the shells import eventlet or asyncio: only the chosen one 
     from stream_processor.serving.asyncio_server import AsyncioReplayServer
     from stream_processor.serving.core import ServerSettings
     from stream_processor.serving.eventlet_server import EventletReplayServer
+    from stream_processor.serving.recording import Replayable
 
 ASYNC_MODES = ("eventlet", "asyncio")
 ASYNC_MODE_ENV = "STREAM_PROCESSOR_ASYNC_MODE"  # the default of `serve --async-mode`
@@ -23,16 +24,19 @@ DEFAULT_ASYNC_MODE = "eventlet"
 
 
 def create_server(
-    recording: str | Path, settings: ServerSettings, loop: bool = False
+    recording: str | Path | Replayable, settings: ServerSettings, loop: bool = False
 ) -> EventletReplayServer | AsyncioReplayServer:
     """The replay server for `settings.async_mode`: the core inside the chosen shell.
 
+    `recording`: a recording's path (replayed once, or with `loop` forever), or what to
+    serve instead, e.g. a followed output (`serving.followed.follow()`: `serve --follow`).
     Each shell is imported only when chosen: an asyncio server never imports eventlet.
     """
     from stream_processor.serving.core import ServingCore
     from stream_processor.serving.recording import Recording
 
-    core = ServingCore(Recording(recording, loop), settings)
+    source = Recording(recording, loop) if isinstance(recording, str | Path) else recording
+    core = ServingCore(source, settings)
     if settings.async_mode == "asyncio":
         from stream_processor.serving.asyncio_server import AsyncioReplayServer
 

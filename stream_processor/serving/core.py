@@ -24,7 +24,7 @@ from stream_processor.protocol.vocabulary import (
 )
 from stream_processor.serving.access import AddressLimit
 from stream_processor.serving.rate_limit import TokenBucket
-from stream_processor.serving.recording import Recording
+from stream_processor.serving.recording import Replayable
 from stream_processor.serving.replay_loop import Pacing, Step, replay
 from stream_processor.serving.subscriber import SOCKETIO, SSE, Subscriber, Waker, pacing_figures
 from stream_processor.serving.subscription import SubscribeError, Subscription, parse_subscription
@@ -61,7 +61,7 @@ class Refused(Exception):
 
 class ServingCore:
     def __init__(
-        self, recording: Recording, settings: ServerSettings, clock: Callable[[], float] = time.monotonic
+        self, recording: Replayable, settings: ServerSettings, clock: Callable[[], float] = time.monotonic
     ) -> None:
         self.recording = recording
         self.settings = settings
@@ -182,6 +182,7 @@ class ServingCore:
     def status(self) -> dict[str, Any]:
         now = self.clock()
         window = self.settings.window
+        followed = self.recording.status()  # a followed output: what it follows, how far it is committed
         return {
             "async_mode": self.settings.async_mode,
             "uptime_s": round(now - self.started_at, 3),
@@ -190,6 +191,7 @@ class ServingCore:
                 "events": self.recording.events,
                 "loop": self.recording.loop,
             },
+            **({"follow": followed} if followed is not None else {}),
             "events_sent": self.events_sent,
             "pacing_error_ms": pacing_figures(self.pacing_error),
             "clients": [

@@ -1,13 +1,41 @@
-"""The recording a server replays: its events from any offset, once or looping."""
+"""The recording a server replays: its events from any offset, once or looping; and
+`Replayable`, what a server may replay: a recording, or a followed output (followed.py)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
+from typing import Any, Protocol
 
 from stream_processor.core.records import Record, count_events, read_records
 from stream_processor.core.replay import event_time
+
+
+class Replayable(Protocol):
+    """What the core and the replay loop use of what they serve."""
+
+    @property
+    def path(self) -> str | Path: ...
+
+    @property
+    def events(self) -> int | None: ...  # None: not known (a followed output of unknown length)
+
+    @property
+    def loop(self) -> bool: ...
+
+    def records_from(self, offset: int) -> Iterator[Record | None]:
+        """Records from `offset` on, in offset order. None (a followed output only): nothing
+        is committed beyond here yet; the replay looks again shortly (replay_loop.py)."""
+        ...
+
+    def ends_before(self, offset: int) -> bool: ...
+
+    def ends_before_time(self, since: float) -> bool: ...
+
+    def status(self) -> dict[str, Any] | None:
+        """What the status page shows beside the path and events (None: nothing)."""
+        ...
 
 
 class Recording:
@@ -44,3 +72,6 @@ class Recording:
         no event is that late (so, looping or not, none ever will be)."""
         latest = self.latest_time
         return latest is None or since > latest
+
+    def status(self) -> dict[str, Any] | None:
+        return None  # the path, the events and the loop say it all

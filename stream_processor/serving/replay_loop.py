@@ -14,6 +14,11 @@ yields steps and never waits itself:
 - `Finish(count, offset)`: the recording has ended (not when looping).
 
 Before every step it checks its generation: a resubscribe or a disconnect ends it at once.
+
+A followed output (serving/followed.py) is replayed the same way, but it grows: when
+nothing is committed beyond where the replay is, its `records_from` yields None, and the
+replay sends what it holds and looks again after FOLLOW_POLL_S (with heartbeats through a
+long silence, as while pacing). A recording never yields None: its replay is unchanged.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from dataclasses import dataclass
 
 from stream_processor.core.records import Record
 from stream_processor.core.replay import ReplaySchedule, event_time
-from stream_processor.serving.recording import Recording
+from stream_processor.serving.recording import Replayable
 from stream_processor.serving.subscriber import Subscriber
 from stream_processor.serving.subscription import Subscription
 
@@ -33,6 +38,7 @@ from stream_processor.serving.subscription import Subscription
 TURN_RECORDS = 64
 TURN_S = 0.005
 BACKLOG_POLL_S = 0.05  # nothing wakes a replay when a plain client's transport catches up: look again
+FOLLOW_POLL_S = 0.01  # nor when a followed output commits more (its poller is another thread): look again
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +79,7 @@ def replay(
     subscriber: Subscriber,
     generation: int,
     subscription: Subscription,
-    recording: Recording,
+    recording: Replayable,
     window: int,
     pacing: Pacing,
     clock: Callable[[], float] = time.monotonic,
@@ -89,7 +95,7 @@ class _Replay:
         subscriber: Subscriber,
         generation: int,
         subscription: Subscription,
-        recording: Recording,
+        recording: Replayable,
         window: int,
         pacing: Pacing,
         clock: Callable[[], float],
@@ -118,6 +124,9 @@ class _Replay:
         for record in self.recording.records_from(self.subscription.offset):
             if self.superseded:
                 return  # disconnected or resubscribed: stop scanning at once
+            if record is None:  # a followed output has nothing more committed yet
+                yield from self._until(self.clock() + FOLLOW_POLL_S)
+                continue
             self.next_offset = record.offset + 1
             yield from self._turn_if_due()
             if self.superseded:
