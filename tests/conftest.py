@@ -365,3 +365,73 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+# -- PostgreSQL ---------------------------------------------------------------------------------
+
+POSTGRES_URL = os.environ.get("STREAM_PROCESSOR_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+POSTGRES_FIXTURES = ("postgres_url", "pg_table", "private_pg")
+
+
+@pytest.hookimpl(specname="pytest_collection_modifyitems")
+def pytest_collection_modifyitems_postgres(config, items) -> None:
+    """Beside the tiers' marks (pytest_collection_modifyitems above): `postgres` on each test
+    that uses a PostgreSQL server (the shared one's fixtures, or a private one), as
+    `rabbitmq` is set from the fixtures a test uses, so that `-m` can choose them."""
+    for item in items:
+        if any(name in item.fixturenames for name in POSTGRES_FIXTURES):
+            item.add_marker(pytest.mark.postgres)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """The shared PostgreSQL server (127.0.0.1:5432, trust auth, user postgres), once it
+    answers; else the test skips, saying why (or fails where STREAM_PROCESSOR_REQUIRE_POSTGRES=1)."""
+    import psycopg
+
+    try:
+        psycopg.connect(POSTGRES_URL, connect_timeout=2).close()
+    except psycopg.Error as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        if os.environ.get("STREAM_PROCESSOR_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required (STREAM_PROCESSOR_REQUIRE_POSTGRES=1) but unreachable: {reason}")
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL} ({reason})")
+    return POSTGRES_URL
+
+
+def drop_output_table(url: str, table: str, schema: str = "public") -> None:
+    """Drop a results table and its checkpoint row, if they exist."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'DROP TABLE IF EXISTS "{schema}"."{table}"')
+        if connection.execute("SELECT to_regclass(%s)", (f"{schema}.stream_processor_checkpoints",)).fetchone()[0]:
+            connection.execute(
+                f'DELETE FROM "{schema}".stream_processor_checkpoints WHERE output_table = %s', (f"{schema}.{table}",)
+            )
+
+
+@pytest.fixture
+def pg_table(postgres_url):
+    """A table name no other test uses (`t_<uuid hex>`); afterwards the table and its
+    checkpoint row are dropped."""
+    name = f"t_{uuid.uuid4().hex}"
+    yield name
+    drop_output_table(postgres_url, name)
+
+
+@pytest.fixture
+def private_pg(request):
+    """A private PostgreSQL server of this test's own (harness/postgres_instance.py), for
+    tests that stop and restart their database; stopped and removed afterwards. Trust
+    authentication, or a password (parametrize `private_pg` indirectly with it). Skips when
+    it cannot be started here (fails where STREAM_PROCESSOR_REQUIRE_POSTGRES=1)."""
+    from harness.postgres_instance import private_postgres, why_unavailable
+
+    why = why_unavailable()
+    if why is not None:
+        if os.environ.get("STREAM_PROCESSOR_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"a private PostgreSQL is required (STREAM_PROCESSOR_REQUIRE_POSTGRES=1), but {why}")
+        pytest.skip(f"no private PostgreSQL: {why}")
+    with private_postgres(password=getattr(request, "param", None)) as instance:
+        yield instance

@@ -39,6 +39,15 @@ DEFAULT_SCHEMA = "public"
 CHECKPOINTS_TABLE = "stream_processor_checkpoints"
 CONNECT_TIMEOUT_S = 5
 TABLE_PARAMETER = "table"
+# A network that drops packets silently must not hang a write for ever: the kernel gives up
+# on a peer that stops answering within about 10 s, and the reconnect logic takes over.
+DEAD_PEER_DETECTION = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,  # ms: unacknowledged data this long means the peer is gone
+}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -107,7 +116,7 @@ class DatabaseOutput:
                 autocommit=autocommit,
                 connect_timeout=options.pop("connect_timeout", CONNECT_TIMEOUT_S),
                 application_name="stream-processor",
-                **options,
+                **{**DEAD_PEER_DETECTION, **options},
             )
         except psycopg.Error as exc:
             raise DatabaseUnreachable(f"cannot connect to {self}: {describe(exc)}") from None

@@ -63,13 +63,16 @@ class PostgresSink:
         # The writer thread writes; the run's main thread saves the stream's position at the end.
         self._one_at_a_time = threading.RLock()
         self._connection = output.connect()  # DatabaseUnreachable: exit 2, nothing touched
+        self._backend_pid = self._connection.info.backend_pid  # the session that holds the lock
         try:
             self._lock()
             _create_tables(self._connection, output)
             self._fresh = not resume
-            self.done, self.run_id = self._resume() if resume else (DoneOffsets(), uuid.uuid4().hex)
-        except BaseException:
+            self.done, self.run_id = self._resume() if resume else self._start_afresh()
+        except BaseException as exc:
             self._connection.close()
+            if _is_database_error(exc):  # no such schema, no right to create: fix it first (exit 2)
+                raise OutputError(f"cannot write {output}: {describe(exc)}") from None
             raise
         if not begin_later:
             self.begin()
@@ -97,6 +100,12 @@ class PostgresSink:
         done = DoneOffsets(stored["low_watermark"], set(stored["beyond"]), stored["lines"])
         self._saved_position = stored["stream_position"]
         return done, stored["run_id"]
+
+    def _start_afresh(self) -> tuple[DoneOffsets, str]:
+        """A run without --resume: refused now, before anything starts, if the table is not ours."""
+        if read_checkpoint(self._connection, self.output) is None:
+            _refuse_foreign_rows(self._connection, self.output)
+        return DoneOffsets(), uuid.uuid4().hex
 
     def begin(self) -> None:
         """The run starts: a fresh output's rows are deleted and its checkpoint set to nothing
@@ -228,12 +237,15 @@ class PostgresSink:
         while True:
             try:
                 self._connection = self.output.connect()
-                # The lost session may still hold the lock until the server notices it is gone.
-                if _take_lock(self._connection, self.output):
-                    stored = read_checkpoint(self._connection, self.output)
-                    break
-                self._connection.close()
-                raise DatabaseUnreachable("the table's lock is still held by the lost session")
+                # The lost session may still hold the lock (the server has not noticed it is
+                # gone: a cut on our side only, for hours): it was ours, so end it.
+                if not _take_lock(self._connection, self.output):
+                    _end_session(self._connection, self._backend_pid)
+                    self._connection.close()
+                    raise DatabaseUnreachable("the table's lock is still held by the lost session")
+                self._backend_pid = self._connection.info.backend_pid
+                stored = read_checkpoint(self._connection, self.output)
+                break
             except DatabaseUnreachable:
                 if time.monotonic() >= deadline:
                     raise DatabaseSinkError(
@@ -286,6 +298,23 @@ def _create_tables(connection, output: DatabaseOutput) -> None:
                 "line text NOT NULL, record jsonb, written_at timestamptz NOT NULL DEFAULT now())"
             ).format(output.results())
         )
+
+
+def _is_database_error(exc: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(exc, psycopg.Error)
+
+
+def _end_session(connection, pid: int) -> None:
+    """End our own earlier session `pid` (it holds the table's lock, and nobody uses it)."""
+    import psycopg
+
+    try:
+        connection.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        connection.commit()
+    except psycopg.Error as exc:  # no right to: the lock goes when the server notices the session is gone
+        log.warning("cannot end the lost session %d: %s", pid, describe(exc))
 
 
 def _take_lock(connection, output: DatabaseOutput) -> bool:
