@@ -28,8 +28,10 @@ SCENARIOS = {
     "dashboard",
     "server-rate",
     "server-pacing",
+    "postgres",
+    "follow",
 }
-WITHOUT_BROKER = {"server-rate", "server-pacing"}
+WITHOUT_BROKER = {"server-rate", "server-pacing", "follow"}
 
 
 @pytest.fixture
@@ -135,7 +137,7 @@ def positive(*values) -> bool:
 
 def test_smoke_benchmark_reports_every_scenario_beside_its_ideal(tmp_path):
     # Every scenario, on the embedded broker: about six minutes on 2 cores, more beside other tests.
-    results = run_benchmarks(["--brokers", "embedded"], tmp_path, timeout=900)
+    results = run_benchmarks(["--brokers", "embedded"], tmp_path, timeout=1200)
     assert set(results["scenarios"]) == SCENARIOS
     assert results["machine"]["cores"] >= 1 and results["machine"]["python"]
     assert results["settings"]["smoke"] is True
@@ -154,6 +156,25 @@ def test_smoke_benchmark_reports_every_scenario_beside_its_ideal(tmp_path):
     _check_memory(results)
     _check_dashboard(results)
     _check_server(results)
+    _check_outputs(results)
+
+
+def _check_outputs(results: dict) -> None:
+    throughput, realtime = results["scenarios"]["postgres"]
+    assert throughput["events"] == results["settings"]["postgres_events"]
+    assert positive(throughput["file_events_per_s"], throughput["postgresql_events_per_s"])
+    share = throughput["postgresql_events_per_s"] / throughput["file_events_per_s"]
+    assert throughput["share"] == pytest.approx(share, rel=0.01)
+    assert realtime["events"] == results["recording_events"]
+    assert positive(realtime["ideal_latency_p99_s"], realtime["postgresql_latency_p99_s"])
+    assert realtime["postgresql_write_p99_ms"] > 0  # a commit takes time; the figure is measured, not made up
+    added = realtime["postgresql_write_p99_ms"] - realtime["file_write_p99_ms"]
+    assert realtime["added_p99_ms"] == pytest.approx(added, abs=0.01)
+    rows = results["scenarios"]["follow"]
+    assert [row["figure"].split("(")[1].split(")")[0] for row in rows] == ["eventlet", "asyncio"]
+    for row in rows:
+        assert 0 < row["file_p50_ms"] <= row["file_p99_ms"]
+        assert 0 < row["postgresql_p50_ms"] <= row["postgresql_p99_ms"]
 
 
 def _check_server(results: dict) -> None:
