@@ -28,9 +28,8 @@ SCENARIOS = {
     "dashboard",
     "server-rate",
     "server-pacing",
-    "postgres",
-    "follow",
 }
+OUTPUT_SCENARIOS = {"postgres", "follow"}  # their own test: they need PostgreSQL
 WITHOUT_BROKER = {"server-rate", "server-pacing", "follow"}
 
 
@@ -137,7 +136,7 @@ def positive(*values) -> bool:
 
 def test_smoke_benchmark_reports_every_scenario_beside_its_ideal(tmp_path):
     # Every scenario, on the embedded broker: about six minutes on 2 cores, more beside other tests.
-    results = run_benchmarks(["--brokers", "embedded"], tmp_path, timeout=1200)
+    results = run_benchmarks(["--brokers", "embedded", "--only", ",".join(sorted(SCENARIOS))], tmp_path, timeout=900)
     assert set(results["scenarios"]) == SCENARIOS
     assert results["machine"]["cores"] >= 1 and results["machine"]["python"]
     assert results["settings"]["smoke"] is True
@@ -156,6 +155,16 @@ def test_smoke_benchmark_reports_every_scenario_beside_its_ideal(tmp_path):
     _check_memory(results)
     _check_dashboard(results)
     _check_server(results)
+
+
+@pytest.mark.heavy
+def test_smoke_benchmark_puts_the_postgresql_output_and_a_followed_output_beside_the_file(tmp_path, postgres_url):
+    args = ["--brokers", "embedded", "--only", "postgres,follow", "--postgres-events", "2000"]
+    results = run_benchmarks(args, tmp_path, timeout=600)
+    assert set(results["scenarios"]) == OUTPUT_SCENARIOS
+    for name, rows in results["scenarios"].items():
+        broker = "-" if name in WITHOUT_BROKER else "embedded"
+        assert rows and all("error" not in row and row["broker"] == broker for row in rows), rows
     _check_outputs(results)
 
 

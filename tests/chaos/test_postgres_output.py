@@ -38,7 +38,7 @@ from tests.integration.test_postgres_output import (
     table_url,
 )
 
-pytestmark = pytest.mark.chaos
+pytestmark = [pytest.mark.chaos, pytest.mark.heavy]  # kill loops start many processes: one at a time
 
 # Generated waits (0.1-10 s, about 1.5 s on average) at --time-scale 0.02: 2-200 ms, about
 # 30 ms; four workers write the ~370 events in a few seconds, a commit every few rows.
