@@ -1,5 +1,6 @@
 """A TCP proxy for tests: forwards a local port to a server, and cuts every connection
-through it on demand, as a network would; clients and server see a dropped connection."""
+through it on demand, as a network would; clients and server see a dropped connection.
+While `refusing`, it also closes each new connection at once, as a restarting server does."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ class DroppingProxy:
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
         self._closing = False
+        self.refusing = False
         threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
 
     @property
@@ -26,8 +28,15 @@ class DroppingProxy:
         while not self._closing:
             try:
                 client, _ = self._listener.accept()
+            except OSError:
+                continue
+            if self.refusing:
+                client.close()
+                continue
+            try:
                 server = socket.create_connection(self._upstream, timeout=10)
             except OSError:
+                client.close()
                 continue
             server.settimeout(None)
             with self._lock:

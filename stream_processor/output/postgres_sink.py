@@ -111,9 +111,7 @@ class PostgresSink:
         """The run starts: a fresh output's rows are deleted and its checkpoint set to nothing
         written, in one transaction (until now an earlier output is as it was)."""
         if not self._fresh:
-            return
-        if read_checkpoint(self._connection, self.output) is None:
-            _refuse_foreign_rows(self._connection, self.output)
+            return  # (a table not ours was refused when the sink opened, under the lock it still holds)
         from psycopg import sql
 
         with self._connection.transaction():

@@ -15,7 +15,6 @@ import json
 import os
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -501,46 +500,17 @@ def test_a_table_resumes_by_last_event_id_and_a_fresh_run_stops_the_server(postg
     assert line_at(100) not in [line for _, line in resumed.lines]
 
 
-class PostgresGate(DroppingProxy):
-    """A TCP proxy to PostgreSQL that can go down: it then cuts every connection and closes
-    each new one at once, as a restarting server does."""
-
-    def __init__(self) -> None:
-        self.down = False
-        super().__init__(5432)
-
-    def _accept(self) -> None:
-        while not self._closing:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                continue
-            if self.down:
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self._upstream, timeout=10)
-            except OSError:
-                client.close()
-                continue
-            server.settimeout(None)
-            with self._lock:
-                self._open.update((client, server))
-            for source, target in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
-
-
 @in_each_async_mode
 def test_a_database_lost_while_following_keeps_the_server_up_and_it_goes_on_when_back(postgres_url, pg_table):
     with (
-        PostgresGate() as gate,
+        DroppingProxy(5432) as gate,
         sink_for(postgres_url, pg_table, events=70) as sink,
         follow_server(table_url(postgres_url, pg_table, port=gate.port)) as server,
     ):
         sink.write([(position, line_at(position)) for position in range(40)])
         reader = HttpxReader(server.url)
         wait_until(lambda: len(reader.lines) == 40, timeout=WAIT_S, message="40 lines")
-        gate.down = True
+        gate.refusing = True
         gate.drop_all()
         sink.write([(position, line_at(position)) for position in range(40, 70)])  # straight to PostgreSQL
         wait_until(lambda: server.follow()["connected"] is False, timeout=WAIT_S, message="the loss noticed")
@@ -548,7 +518,7 @@ def test_a_database_lost_while_following_keeps_the_server_up_and_it_goes_on_when
         wait_until(lambda: len(late.lines) == 10, timeout=WAIT_S, message="the fetched lines, while down")
         status = server.look_again(times=3)  # it answers, and goes on trying, while the database is away
         assert status["follow"]["committed"] == 40 and len(reader.lines) == 40
-        gate.down = False
+        gate.refusing = False
         assert reader.done.wait(WAIT_S) and late.done.wait(WAIT_S)
         assert server.process.poll() is None
         server.process.send_signal(signal.SIGTERM)
