@@ -51,7 +51,7 @@ from stream_processor.run.options import (
 )
 from stream_processor.run.paths import PathError
 from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES, DEFAULT_ASYNC_MODE
-from stream_processor.serving.core import DEFAULT_HEARTBEAT_S
+from stream_processor.serving.core import DEFAULT_HEARTBEAT_S, ServerSettings
 
 DESCRIPTION = """\
 Process a stream of events (JSON Lines: a recording, a replay server, or a live
@@ -187,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="ORIGIN",
-        help="allow browsers from this origin, e.g. https://example.org (repeatable; default: same origin only)",
+        help="allow browsers from this origin, e.g. https://example.org (repeatable; default: same origin only); "
+        "'*' for any page, as the public EventStreams (no credentials; not with a token)",
     )
     serve.add_argument(
         "--allowed-host",
@@ -230,6 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_HEARTBEAT_S,
         metavar="S",
         help="an idle event stream gets a comment line this often, in seconds (default %(default)s)",
+    )
+    serve.add_argument(
+        "--max-connection-s",
+        type=_positive_float,
+        default=None,
+        metavar="S",
+        help="close each event stream after this many seconds; its client resumes with Last-Event-ID, "
+        "as from the public EventStreams, which closes long connections too (default: never)",
     )
     _add_pacing_flags(serve, default_speed=1.0)
 
@@ -376,25 +385,32 @@ def _follow_output(args: argparse.Namespace):
         raise UsageError(str(exc)) from None
 
 
+def _server_settings(args: argparse.Namespace) -> ServerSettings:
+    try:
+        return ServerSettings(
+            realtime=args.realtime,
+            speed=args.speed,
+            window=args.window,
+            token=args.token,
+            cors_origins=tuple(args.cors_origin),
+            allowed_hosts=(*args.allowed_host, args.host),  # the address it binds names it too
+            max_payload=args.max_payload,
+            subscribe_burst=args.subscribe_burst,
+            subscribe_rate=args.subscribe_rate,
+            max_connections_per_address=args.max_connections_per_address,
+            heartbeat_s=args.heartbeat,
+            max_connection_s=args.max_connection_s,
+            async_mode=args.async_mode,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from stream_processor.serving import create_server
-    from stream_processor.serving.core import ServerSettings
 
+    settings = _server_settings(args)
     followed = _follow_output(args) if args.follow is not None else None
-    settings = ServerSettings(
-        realtime=args.realtime,
-        speed=args.speed,
-        window=args.window,
-        token=args.token,
-        cors_origins=tuple(args.cors_origin),
-        allowed_hosts=(*args.allowed_host, args.host),  # the address it binds names it too
-        max_payload=args.max_payload,
-        subscribe_burst=args.subscribe_burst,
-        subscribe_rate=args.subscribe_rate,
-        max_connections_per_address=args.max_connections_per_address,
-        heartbeat_s=args.heartbeat,
-        async_mode=args.async_mode,
-    )
     server = create_server(followed if followed is not None else args.input, settings, loop=args.loop)
     # The signal may land anywhere; each shell knows how to stop its own loop.
     signal.signal(signal.SIGTERM, server.request_stop)

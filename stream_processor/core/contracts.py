@@ -160,12 +160,14 @@ class Source(Protocol):
 
     What it may report: `Change`s in offset order on `inbox`, then at most one `End`;
     `refusal` when the server refused it (a usage error), `failure` when it cannot read on;
-    `reconnects` counts the times it had to. It holds at most a window of events past the
-    last offset acknowledged, so memory stays flat however slow the run."""
+    `reconnects` counts the times it had to, `canaries_dropped` the EventStreams canaries it
+    left out. It holds at most a window of events past the last offset acknowledged, so
+    memory stays flat however slow the run."""
 
     inbox: queue.Queue[Change | End]
     next_offset: int
     reconnects: int
+    canaries_dropped: int
     refusal: str | None
     failure: Exception | None
     shown_url: str  # what logs and messages name: no token, no password

@@ -6,16 +6,27 @@ Shared by the server and the client; what a request's query may ask for is the s
 Each event of the recording goes out as
 
     event: message
-    id: [{"topic":"stream_processor.recentchange","partition":0,"offset":N}]
+    id: [{"topic":"eqiad.mediawiki.recentchange","partition":0,"offset":N+1}]
     data: <the recorded line, byte for byte>
 
-EventStreams' ids are JSON arrays of Kafka positions (topic, partition, and an offset or
-a timestamp in ms); ours carries the event's offset, so `Last-Event-ID` resumes right
-after it. A line that cannot travel as SSE data, or is not an event, goes as
+EventStreams' ids are KafkaSSE's: a JSON array of Kafka positions (topic, partition, and
+an offset or a timestamp in ms), each the position to read *next*, so a client sends the
+id back as `Last-Event-ID` and the stream goes on right after the event it came with.
+Ours are the same, in the topic production names (`eqiad.mediawiki.recentchange`); the
+other datacenter's topic (`codfw.…`) is part of the stream too, and empty here. A
+timestamp position (production's ids: `useTimestampForId`) resumes at the first event at
+or after it. An id naming any other topic is refused (404), as KafkaSSE refuses a topic
+that is not the stream's. Ids from before (topic `stream_processor.recentchange`) held
+the event's own offset; they are still read so, and resume right after it.
+
+A line that cannot travel as SSE data, or is not an event, goes as
 `event: error` with the same id and JSON data {message, offset, line_number} plus the
 line itself (`line`, or `base64` when it is not UTF-8), so a client that keeps every
 line loses nothing. The end of a replay (not when looping) is `event: end` with
-{count, offset}, as on Socket.IO, and the id of the recording's last line.
+{count, offset}, as on Socket.IO, and the id of the position past the recording's last
+line (this server's extension, as is the 204 for a stream with nothing left). A failure
+of the server while it streams goes as `event: error` with {"message"} and no line,
+and the connection closes, as EventStreams does.
 """
 
 from __future__ import annotations
@@ -24,12 +35,17 @@ import base64
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from stream_processor.core.records import Record
 
 STREAM_PATH = "/v2/stream/recentchange"
-TOPIC = "stream_processor.recentchange"
+STREAM_PREFIX = "/v2/stream/"
+STREAM = "mediawiki.recentchange"  # the stream's name; `recentchange` is its alias
+STREAM_ALIASES = ("recentchange",)
+TOPIC = "eqiad.mediawiki.recentchange"  # where this server's events are, as production names it
+OTHER_TOPICS = ("codfw.mediawiki.recentchange",)  # the stream's other datacenter: empty here
+LEGACY_TOPIC = "stream_processor.recentchange"  # ids before 0.2: the event's own offset, not the next
 OPENING = b":ok\n\n"  # as EventStreams opens its streams: the client knows it is connected
 HEARTBEAT = b":\n\n"  # a comment: keeps an idle connection (and proxies) open, no event
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
@@ -38,14 +54,41 @@ MAX_TIMESTAMP_MS = 10**16  # a Last-Event-ID's `timestamp`, as `since`
 
 
 class StreamRequestError(ValueError):
-    """A stream request (its Last-Event-ID, or its query) the server cannot honour: answered 400 with this message."""
+    """A stream request (its Last-Event-ID, or its query) the server cannot honour: answered
+    with `status` (400; 404 for a topic that is not the stream's, as KafkaSSE) and this message."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 # -- ids -------------------------------------------------------------------------------
 
 
+def position_id(next_offset: int) -> str:
+    """The id that resumes at `next_offset` (KafkaSSE's: the position to read next)."""
+    return json.dumps([{"topic": TOPIC, "partition": 0, "offset": next_offset}], separators=(",", ":"))
+
+
 def event_id(offset: int) -> str:
-    return json.dumps([{"topic": TOPIC, "partition": 0, "offset": offset}], separators=(",", ":"))
+    """The id the event at `offset` goes out with: sent back, the stream goes on after it."""
+    return position_id(offset + 1)
+
+
+def offset_of_id(text: str | None) -> int | None:
+    """The offset of the event this server sent `text` with (None: not one of its offset ids)."""
+    if not text or (TOPIC not in text and LEGACY_TOPIC not in text):
+        return None
+    try:
+        positions = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    for position in positions if isinstance(positions, list) else []:
+        if isinstance(position, dict) and position.get("topic") in (TOPIC, LEGACY_TOPIC):
+            offset = position.get("offset")
+            if _whole(offset):
+                return offset - 1 if position["topic"] == TOPIC else offset
+    return None
 
 
 @dataclass(frozen=True)
@@ -55,28 +98,56 @@ class Resume:
 
 
 def parse_last_event_id(text: str) -> Resume:
-    """Where a reconnecting client resumes: right after the offset its Last-Event-ID names
-    (or at its timestamp); entries for other topics are ignored, as EventStreams does."""
+    """Where a reconnecting client resumes, from its Last-Event-ID (see the module's doc).
+    Raises StreamRequestError: 400 for what is not an id, 404 for another stream's topic."""
+    positions = _positions(text)
+    foreign = sorted({str(p.get("topic"))[:80] for p in positions if p.get("topic") not in STREAM_TOPICS})
+    if foreign:
+        raise StreamRequestError(
+            f"Last-Event-ID names topics that are not this stream's: {', '.join(foreign)}; "
+            f"its topics are {', '.join(STREAM_TOPICS[:-1])}",
+            status=404,
+        )
+    resumes = [_resume_at(position) for position in positions]
+    for resume in resumes:  # this server's own topic first: an offset is exact
+        if resume is not None and resume[0] in (TOPIC, LEGACY_TOPIC):
+            return resume[1]
+    for resume in resumes:  # then a time in the other datacenter's topic (offsets there say nothing here)
+        if resume is not None and resume[1].since is not None:
+            return resume[1]
+    raise StreamRequestError(f"Last-Event-ID names no position in {TOPIC} (an offset, or a timestamp in any topic)")
+
+
+STREAM_TOPICS = (TOPIC, *OTHER_TOPICS, LEGACY_TOPIC)
+
+
+def _positions(text: str) -> list[dict[str, Any]]:
     if len(text) > MAX_ID_CHARS:
         raise StreamRequestError(f"Last-Event-ID is {len(text)} characters; at most {MAX_ID_CHARS}")
     try:
         positions = json.loads(text)
     except (ValueError, RecursionError):
         raise StreamRequestError(f"Last-Event-ID is not JSON: {text!r:.80}") from None
-    if not isinstance(positions, list) or not all(isinstance(p, dict) for p in positions):
+    if not isinstance(positions, list) or not all(isinstance(p, dict) for p in positions) or not positions:
         raise StreamRequestError("Last-Event-ID must be a JSON array of {topic, partition, offset or timestamp}")
-    for position in positions:
-        if position.get("topic") != TOPIC:
-            continue
-        offset, timestamp = position.get("offset"), position.get("timestamp")
-        if _whole(offset) and offset >= 0:
-            return Resume(offset=offset + 1)
-        if _number(timestamp) and abs(timestamp) < MAX_TIMESTAMP_MS:
-            return Resume(since=timestamp / 1000)
-        raise StreamRequestError(
-            f"Last-Event-ID's position for {TOPIC} needs an offset >= 0 or a timestamp in ms (below 10**16)"
-        )
-    raise StreamRequestError(f"Last-Event-ID names no position in {TOPIC}")
+    return positions
+
+
+def _resume_at(position: dict[str, Any]) -> tuple[str, Resume] | None:
+    """Where one position of an id resumes (None: an offset in a topic empty here)."""
+    topic, partition = position["topic"], position.get("partition", 0)
+    if partition != 0 or isinstance(partition, bool):
+        raise StreamRequestError(f"Last-Event-ID: {topic} has one partition, 0; not {partition!r:.20}", status=404)
+    offset, timestamp = position.get("offset"), position.get("timestamp")
+    if _whole(offset) and offset >= 0:
+        if topic == TOPIC:
+            return topic, Resume(offset=offset)
+        return (topic, Resume(offset=offset + 1)) if topic == LEGACY_TOPIC else None
+    if _number(timestamp) and 0 <= timestamp < MAX_TIMESTAMP_MS:
+        return topic, Resume(since=timestamp / 1000)
+    raise StreamRequestError(
+        f"Last-Event-ID's position for {topic} needs an offset >= 0 or a timestamp in ms (0 to 10**16)"
+    )
 
 
 # -- the text of events ----------------------------------------------------------------
@@ -95,11 +166,16 @@ def encode_record(record: Record) -> bytes:
 
 def end_event(count: int, offset: int) -> bytes:
     """The end of a replay that covered the recording up to `offset` (one past its last
-    line). Its id names that last line, so a client that reconnects anyway (an EventSource
-    does, unless told to close) resumes past the end and is answered 204, even when no event
-    passed its filter."""
-    header = f"id: {event_id(offset - 1)}\n".encode() if offset > 0 else b""
+    line). Its id names the position past that line, so a client that reconnects anyway (an
+    EventSource does, unless told to close) resumes past the end and is answered 204, even
+    when no event passed its filter."""
+    header = f"id: {position_id(offset)}\n".encode() if offset > 0 else b""
     return b"event: end\n" + header + b"data: " + json.dumps({"count": count, "offset": offset}).encode() + b"\n\n"
+
+
+def failure_event(message: str) -> bytes:
+    """The server cannot go on with this stream (it closes it next), as EventStreams says so."""
+    return b"event: error\ndata: " + json.dumps({"message": message}).encode() + b"\n\n"
 
 
 def _not_an_event(record: Record) -> dict[str, Any]:
@@ -127,10 +203,10 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
-def _whole(value: Any) -> bool:
+def _whole(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _number(value: Any) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     # math.isfinite() raises on an int too large for a float: ints are finite anyway.
     return _whole(value) or (isinstance(value, float) and math.isfinite(value))

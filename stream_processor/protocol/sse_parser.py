@@ -3,7 +3,8 @@
 Lines end with CRLF, LF or CR; `field: value` (one space after the colon dropped);
 `data` lines join with LF; a blank line dispatches the event; a line starting with a
 colon is a comment (a heartbeat). `id` persists until changed, so every event carries
-the last id seen. Data stays bytes: the recorded line goes on byte for byte.
+the last id seen. Data stays bytes: the recorded line goes on byte for byte. A UTF-8
+byte order mark at the very start of the stream is dropped, as the standard's decoding does.
 
 An event (its data and the line still open) may hold at most `max_event_bytes`: a stream
 that never ends a line would otherwise grow the buffer without bound. Past it, `feed`
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 LINE_BREAK = re.compile(rb"\r\n|\r|\n")
+BOM = b"\xef\xbb\xbf"
 MAX_EVENT_BYTES = 64 * 2**20  # far above a 10 MB recorded line, even escaped inside an `error` event
 
 
@@ -41,9 +43,14 @@ class SseParser:
         self._data_bytes = 0
         self._last_id: str | None = None
         self.retry_ms: int | None = None  # the stream's reconnection time, if it set one
+        self._head: bytes | None = b""  # the stream's first bytes, until a BOM is ruled out (then None)
 
     def feed(self, chunk: bytes) -> Iterator[SseEvent]:
         """The events that `chunk` completes, in order."""
+        if self._head is not None:
+            chunk = self._without_bom(chunk)
+            if not chunk:
+                return
         pending_cr = bool(self._pending) and self._pending[-1].endswith(b"\r")
         if not pending_cr and LINE_BREAK.search(chunk) is None:
             self._pending.append(chunk)  # no line ends here: join once one does, not chunk by chunk
@@ -61,6 +68,15 @@ class SseParser:
             event = self._line(line)
             if event is not None:
                 yield event
+
+    def _without_bom(self, chunk: bytes) -> bytes:
+        """The stream's start without its BOM, once enough of it has come to tell (b"": not yet)."""
+        head = self._head + chunk if self._head is not None else chunk
+        if len(head) < len(BOM) and BOM.startswith(head):
+            self._head = head  # a BOM split over chunks, or an empty one
+            return b""
+        self._head = None
+        return head[len(BOM) :] if head.startswith(BOM) else head
 
     def _line(self, line: bytes) -> SseEvent | None:
         if not line:

@@ -104,7 +104,9 @@ def consume(
             finally:
                 client.close()
                 position.save_position()
-        return run.report(url=shown, reconnects=client.reconnects, **(report_extra or {}))
+        return run.report(
+            url=shown, reconnects=client.reconnects, canaries_dropped=client.canaries_dropped, **(report_extra or {})
+        )
 
 
 class _Acknowledger(Observer):

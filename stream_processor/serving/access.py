@@ -7,13 +7,15 @@ from __future__ import annotations
 
 from collections import Counter
 
+ANY_ORIGIN = "*"  # `--cors-origin '*'`: any browser may read, as from the public EventStreams (no token then)
+
 
 def origin_allowed(origin: str | None, scheme: str, host: str | None, allowed: tuple[str, ...]) -> bool:
     """A browser's cross-origin request is refused unless its origin is listed; same origin
     and non-browser clients (no Origin header) always pass."""
     if not origin:
         return True
-    return origin == f"{scheme}://{host}" or origin in allowed
+    return origin == f"{scheme}://{host}" or origin in allowed or ANY_ORIGIN in allowed
 
 
 class AddressLimit:

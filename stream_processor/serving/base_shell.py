@@ -19,6 +19,7 @@ from stream_processor.protocol import event_stream as sse
 from stream_processor.protocol.tokens import offered_token
 from stream_processor.protocol.vocabulary import NAMESPACE
 from stream_processor.serving import http_endpoints, socketio_json
+from stream_processor.serving.access import ANY_ORIGIN
 from stream_processor.serving.core import Refused, ServerSettings, ServingCore
 from stream_processor.serving.delivery import Delivery, DeliverySessions
 from stream_processor.serving.http_endpoints import EventStream, HttpRequest, HttpResponse
@@ -37,9 +38,11 @@ Decision = Callable[..., Reply | None]  # a handler's logic: the reply, if any
 
 def socketio_options(settings: ServerSettings) -> dict[str, Any]:
     """python-socketio's server options both shells use."""
+    any_origin = ANY_ORIGIN in settings.cors_origins
     return {
-        # None = same origin only; engine.io takes [] as "no CORS checks at all".
-        "cors_allowed_origins": list(settings.cors_origins) or None,
+        # None = same origin only; engine.io takes [] as "no CORS checks at all", and "*" as any.
+        "cors_allowed_origins": ANY_ORIGIN if any_origin else (list(settings.cors_origins) or None),
+        "cors_credentials": not any_origin,  # any origin: no credentials (there is no token then either)
         "max_http_buffer_size": settings.max_payload,
         "http_compression": False,  # polling payloads stay countable (see delivery.py)
         "json": socketio_json,  # recorded lines go out as they are
@@ -151,20 +154,32 @@ class ShellBase:
             elif isinstance(step, Heartbeat):
                 pass  # engine.io pings keep a Socket.IO connection alive
 
-    @staticmethod
-    def _stream_chunks(stream: EventStream) -> Iterator[bytes | Wait]:
-        """An event stream's steps as what its shell does: write a chunk, or wait (TURN: a turn)."""
+    def _stream_chunks(self, stream: EventStream) -> Iterator[bytes | Wait]:
+        """An event stream's steps as what its shell does: write a chunk, or wait (TURN: a turn).
+
+        The stream closes after `--max-connection-s` (the client resumes with its
+        Last-Event-ID, as from the public service, which closes long connections too). A
+        failure while streaming goes to the client as `event: error`, and the stream closes."""
         yield sse.OPENING
-        for step in stream.steps:
-            if isinstance(step, Send):
-                yield sse.encode(step.records)
-                yield TURN
-            elif isinstance(step, Wait):
-                yield step
-            elif isinstance(step, Heartbeat):
-                yield sse.HEARTBEAT
-            elif isinstance(step, Finish):
-                yield sse.end_event(step.count, step.offset)
+        lifetime = self.core.settings.max_connection_s
+        closes_at = None if lifetime is None else self.core.clock() + lifetime
+        try:
+            for step in stream.steps:
+                if closes_at is not None and self.core.clock() >= closes_at:
+                    log.info("closing event stream %s after --max-connection-s %g", stream.subscriber.id, lifetime)
+                    return
+                if isinstance(step, Send):
+                    yield sse.encode(step.records)
+                    yield TURN
+                elif isinstance(step, Wait):
+                    yield _no_later_than(step, closes_at, self.core.clock())
+                elif isinstance(step, Heartbeat):
+                    yield sse.HEARTBEAT
+                elif isinstance(step, Finish):
+                    yield sse.end_event(step.count, step.offset)
+        except Exception as exc:  # the recording became unreadable, a followed output failed...
+            log.exception("event stream %s failed", stream.subscriber.id)
+            yield sse.failure_event(f"the server cannot go on with this stream: {type(exc).__name__}")
 
     # -- HTTP ---------------------------------------------------------------------------
 
@@ -181,6 +196,14 @@ class ShellBase:
             self._sessions.learn_session(body, delivery)
         else:
             delivery.wrote(polling_packets(body))
+
+
+def _no_later_than(wait: Wait, closes_at: float | None, now: float) -> Wait:
+    """A wait that ends by the stream's closing time, if it has one."""
+    if closes_at is None or wait.timeout == 0:
+        return wait
+    left = max(0.0, closes_at - now)
+    return Wait(left if wait.timeout is None else min(wait.timeout, left))
 
 
 def is_socketio(request: HttpRequest) -> bool:

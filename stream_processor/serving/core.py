@@ -22,7 +22,7 @@ from stream_processor.protocol.vocabulary import (
     DEFAULT_SUBSCRIBE_RATE,
     DEFAULT_WINDOW,
 )
-from stream_processor.serving.access import AddressLimit
+from stream_processor.serving.access import ANY_ORIGIN, AddressLimit
 from stream_processor.serving.rate_limit import TokenBucket
 from stream_processor.serving.recording import Replayable
 from stream_processor.serving.replay_loop import Pacing, Step, replay
@@ -52,7 +52,20 @@ class ServerSettings:
     subscribe_rate: float = DEFAULT_SUBSCRIBE_RATE
     max_connections_per_address: int | None = None
     heartbeat_s: float = DEFAULT_HEARTBEAT_S  # an idle event stream gets a comment this often
+    max_connection_s: float | None = None  # an event stream closes after this long (the client resumes)
     async_mode: str = "eventlet"
+
+    def __post_init__(self) -> None:
+        if ANY_ORIGIN in self.cors_origins and self.token is not None:
+            raise ValueError(CORS_ANY_WITH_TOKEN)
+        if self.max_connection_s is not None and not self.max_connection_s > 0:
+            raise ValueError("max_connection_s must be > 0")
+
+
+CORS_ANY_WITH_TOKEN = (
+    "--cors-origin '*' lets any web page read the server, as the public EventStreams does; "
+    "a server with a token is not public: list the origins that may use it instead"
+)
 
 
 class Refused(Exception):

@@ -22,10 +22,16 @@ from stream_processor.observe.web import SECURITY_HEADERS, STATUS_PAGE, static_f
 from stream_processor.protocol import event_stream as sse
 from stream_processor.protocol.hosts import host_allowed, host_name
 from stream_processor.protocol.tokens import offered_token, request_authorised
-from stream_processor.serving.access import origin_allowed
+from stream_processor.serving import discovery
+from stream_processor.serving.access import ANY_ORIGIN, origin_allowed
 from stream_processor.serving.core import Refused, ServerSettings, ServingCore
 from stream_processor.serving.replay_loop import Step
-from stream_processor.serving.sse_request import StreamRequestError, parse_stream_request
+from stream_processor.serving.sse_request import (
+    StreamRequestError,
+    is_stream_path,
+    parse_stream_path,
+    parse_stream_request,
+)
 from stream_processor.serving.subscriber import Subscriber, Waker
 from stream_processor.serving.subscription import Subscription
 
@@ -107,21 +113,23 @@ def handle(core: ServingCore, request: HttpRequest, new_waker: Callable[[], Wake
         return refused
     if not origin_allowed(request.origin, request.scheme, request.headers.get("host"), settings.cors_origins):
         return error_response(403, f"origin {request.origin!r:.100} is not allowed (see --cors-origin)")
-    cors = cors_headers(request)
+    cors = cors_headers(request, settings)
     if request.method == "OPTIONS":  # a browser's preflight, for Authorization or Last-Event-ID: no credentials
         return HttpResponse(204, b"", cors + PREFLIGHT_HEADERS)
+    if request.path == "/" and discovery.SPEC_QUERY in parse_qs(request.query_string, keep_blank_values=True):
+        return json_response(200, discovery.openapi_spec(), cors)  # no data: no token, as the pages
     page = static_file(STATUS_PAGE, request.path) if request.method in ("GET", "HEAD") else None
-    if page is not None:  # the status page's files hold no data: no token (its data needs one)
+    if page is not None:  # the pages' files hold no data: no token (their data needs one)
         return HttpResponse(200, page[0], [("content-type", page[1]), *PAGE_HEADERS])
     authorised = request_authorised(settings.token, request.headers.get("authorization"), request.query_string)
     if request.path == ACCESS_PATH:  # whether a token is needed and this one accepted: no data
         return json_response(200, {"token_needed": settings.token is not None, "accepted": authorised}, cors)
     if not authorised:
         return unauthorised()
-    if request.path == sse.STREAM_PATH:
+    if is_stream_path(request.path):
         return open_stream(core, request, new_waker, cors)
     if request.path != STATUS_PATH:
-        paths = f"/ (the status page), {STATUS_PATH} and {sse.STREAM_PATH}"
+        paths = f"/ (the status page), /?spec, {discovery.UI_PATH}, {STATUS_PATH} and {sse.STREAM_PREFIX}{{streams}}"
         return error_response(404, f"no such endpoint: {request.path!r:.100}; this server serves {paths}")
     if request.method not in ("GET", "HEAD"):
         return error_response(405, f"{request.method} is not allowed here; use GET", [("allow", "GET, HEAD")])
@@ -135,11 +143,12 @@ def open_stream(
         return error_response(405, f"{request.method} is not allowed here; use GET", [("allow", "GET")])
     settings = core.settings
     try:
+        parse_stream_path(request.path)
         subscription = parse_stream_request(
             request.query_string, request.headers.get("last-event-id"), settings.realtime, settings.speed
         )
     except StreamRequestError as exc:
-        return error_response(400, str(exc), cors)
+        return error_response(exc.status, str(exc), cors)
     if _nothing_left(core, subscription):
         # Nothing left to send (a client resuming after the last event, or after the latest
         # time): 204 tells an EventSource to stop reconnecting.
@@ -172,10 +181,13 @@ PREFLIGHT_HEADERS = [
 ]
 
 
-def cors_headers(request: HttpRequest) -> list[tuple[str, str]]:
-    """For an allowed browser from another origin: let it read the answer."""
+def cors_headers(request: HttpRequest, settings: ServerSettings) -> list[tuple[str, str]]:
+    """For an allowed browser from another origin: let it read the answer (any page, with
+    `--cors-origin '*'`, as the public EventStreams: never with credentials)."""
     if not request.origin:
         return []
+    if ANY_ORIGIN in settings.cors_origins:
+        return [("access-control-allow-origin", ANY_ORIGIN)]
     return [("access-control-allow-origin", request.origin), ("vary", "Origin")]
 
 

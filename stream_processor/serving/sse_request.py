@@ -1,6 +1,11 @@
-"""What an event stream request asks for: its query (filters, `since`, pacing) and its
-`Last-Event-ID`, as the `Subscription` the server replays. The server's side of the event
-stream; the wire format both sides share is protocol/event_stream.py.
+"""What an event stream request asks for: its streams (the path), its query (filters,
+`since`, pacing) and its `Last-Event-ID`, as the `Subscription` the server replays. The
+server's side of the event stream; the wire format both sides share is protocol/event_stream.py.
+
+As EventStreams: `/v2/stream/{streams}` takes a comma list of stream names or aliases, and
+a trailing slash; an unknown stream is a 400. Query parameters this server does not know
+are ignored (a cache-buster such as `?_=1700000000`), as EventStreams ignores them; the
+ones it knows are checked strictly.
 """
 
 from __future__ import annotations
@@ -11,7 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from stream_processor.protocol.event_stream import Resume, StreamRequestError, parse_last_event_id
+from stream_processor.protocol.event_stream import (
+    STREAM,
+    STREAM_ALIASES,
+    STREAM_PREFIX,
+    Resume,
+    StreamRequestError,
+    parse_last_event_id,
+)
 from stream_processor.serving.filters import FILTER_FIELDS, FilterError, parse_filter
 from stream_processor.serving.subscription import Subscription
 
@@ -42,15 +54,31 @@ def parse_since(text: str) -> float:
         ) from None
 
 
+def is_stream_path(path: str) -> bool:
+    return path.startswith(STREAM_PREFIX)
+
+
+def parse_stream_path(path: str) -> list[str]:
+    """The streams a `/v2/stream/{streams}` path names, by their own names (aliases
+    resolved, each once), or StreamRequestError (400) for a name this server does not serve."""
+    listed = path[len(STREAM_PREFIX) :]
+    listed = listed[:-1] if listed.endswith("/") else listed
+    names = listed.split(",")
+    unknown = [name for name in names if name not in (STREAM, *STREAM_ALIASES)]
+    if unknown:
+        shown = ", ".join(repr(name[:60]) for name in unknown[:5])
+        raise StreamRequestError(
+            f"no such stream: {shown}; this server serves {STREAM} (alias {', '.join(STREAM_ALIASES)})"
+        )
+    return [STREAM]
+
+
 def parse_stream_request(query_string: str, last_event_id: str | None, realtime: bool, speed: float) -> Subscription:
     """The subscription a stream request asks for: filters, pacing, where to start."""
     try:
         query = parse_qs(query_string, keep_blank_values=True, strict_parsing=False, max_num_fields=MAX_QUERY_FIELDS)
     except ValueError:
         raise StreamRequestError(f"too many query parameters: at most {MAX_QUERY_FIELDS}") from None
-    unknown = set(query) - set(QUERY_FIELDS)
-    if unknown:
-        raise StreamRequestError(f"unknown query parameters {sorted(unknown)!r:.200}; known: {', '.join(QUERY_FIELDS)}")
     try:
         event_filter = parse_filter({name: _filter_value(name, query[name]) for name in FILTER_FIELDS if name in query})
     except FilterError as exc:

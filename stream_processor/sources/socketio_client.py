@@ -61,6 +61,7 @@ class ReplayClient:
         self.failure: Exception | None = None  # never set: python-socketio reconnects on every error
         self.inbox: queue.Queue[Change | End] = queue.Queue()
         self.reconnects = 0
+        self.canaries_dropped = 0  # RCStream's protocol has none: lines go on as recorded
         self._acked = start_offset
         self._ack_lock = threading.Lock()
         self._arrival_lock = threading.Lock()  # handlers run on threads of their own

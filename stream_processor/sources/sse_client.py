@@ -12,6 +12,13 @@ stops reading the socket until an acknowledgement moves the window: the kernel's
 fill, TCP tells the server to wait, and memory stays flat on an endless stream. An
 acknowledgement also lets go of the ids kept for `resume_token()`.
 
+Canaries: EventStreams sends canary events (`meta.domain == "canary"`, its own monitoring)
+that every client should drop. This one drops them, counts them (`canaries_dropped`, in
+the run's report) and says so once in the log; `keep_canaries` keeps them.
+
+Reconnecting: after a drop it waits the stream's `retry:` time if the server set one (else
+`reconnect_delay_s`), doubling after each failed attempt.
+
 Offsets: events are numbered in arrival order from the resume point. For this
 project's unfiltered stream that is the server's own offset (its ids carry it); a live
 EventStreams stream has none, and a filtered stream skips offsets, so both are numbered
@@ -38,7 +45,8 @@ from urllib.parse import urlencode, urlsplit
 import requests
 
 from stream_processor.core.contracts import Change, End
-from stream_processor.protocol.event_stream import TOPIC, event_id
+from stream_processor.protocol.event_meta import is_canary
+from stream_processor.protocol.event_stream import offset_of_id, position_id
 from stream_processor.protocol.sse_parser import EventTooLarge, SseEvent, SseParser
 from stream_processor.protocol.vocabulary import DEFAULT_WINDOW
 from stream_processor.redaction import redact_text, safe_url
@@ -49,6 +57,7 @@ log = logging.getLogger(__name__)
 USER_AGENT = "stream_processor/0.1 (stream-processor consume; python-requests)"
 RECONNECT_DELAY_S = 0.2
 RECONNECT_DELAY_MAX_S = 2.0
+MAX_RETRY_MS = 60_000  # a server's `retry:` beyond a minute is taken as a minute
 READ_BYTES = 64 * 1024  # at most this much of a chunk at a time: a huge HTTP chunk is not read whole
 
 
@@ -72,6 +81,7 @@ class EventStreamClient:
         resume_token: str | None = None,
         reconnect_delay_s: float = RECONNECT_DELAY_S,  # before the first attempt after a drop; doubles up to 2 s
         window: int = DEFAULT_WINDOW,  # events read past the last acknowledged offset, at most
+        keep_canaries: bool = False,  # EventStreams' monitoring events: dropped unless kept
     ) -> None:
         self.url = url
         self.shown_url = safe_url(url)  # what logs and messages name: no token, no password
@@ -87,9 +97,12 @@ class EventStreamClient:
         self.window = max(1, window)
         self.inbox: queue.Queue[Change | End] = queue.Queue()  # bounded by the window, not by a maxsize
         self.reconnects = 0
-        # Where to resume: the token given, else (this project's server) right after start_offset - 1.
-        self._last_id = resume_token or (event_id(start_offset - 1) if start_offset > 0 else None)
-        self._last_server_offset = _our_offset(self._last_id)
+        self.keep_canaries = keep_canaries
+        self.canaries_dropped = 0
+        self._retry_s: float | None = None  # the server's `retry:`, once it sets one
+        # Where to resume: the token given, else (this project's server) at start_offset.
+        self._last_id = resume_token or (position_id(start_offset) if start_offset > 0 else None)
+        self._last_server_offset = offset_of_id(self._last_id)
         self._ids: dict[int, str] = {}  # offset -> SSE id, for events not yet acknowledged
         self._kept_from = start_offset
         self._acked = start_offset  # every offset below it is written: the window counts from here
@@ -180,7 +193,6 @@ class EventStreamClient:
     # -- reading -------------------------------------------------------------------------
 
     def _run(self, response: requests.Response) -> None:
-        delay = self.reconnect_delay_s
         while response is not None and not self._closing.is_set():
             try:
                 if self._read(response):
@@ -199,7 +211,7 @@ class EventStreamClient:
                 response.close()
             if self._disconnected_at is None:
                 self._disconnected_at = time.monotonic()
-            reopened = self._reopen(delay)
+            reopened = self._reopen(self._retry_s if self._retry_s is not None else self.reconnect_delay_s)
             if reopened is None:
                 return  # closed while it waited to reconnect
             response = reopened
@@ -211,7 +223,7 @@ class EventStreamClient:
                 response = self._open()
             except ConnectionError as exc:
                 log.warning("%s; trying again", exc)
-                delay = min(delay * 2, max(RECONNECT_DELAY_MAX_S, self.reconnect_delay_s))
+                delay = min(delay * 2, max(RECONNECT_DELAY_MAX_S, self.reconnect_delay_s, self._retry_s or 0.0))
                 continue
             self.reconnects += 1
             self._disconnected_at = None
@@ -222,13 +234,17 @@ class EventStreamClient:
     def _read(self, response: requests.Response) -> bool:
         """Events from one connection until it ends; True once reading stops (`end`, or close())."""
         parser = SseParser()
-        # Each chunk as it arrives, at most READ_BYTES of it; while `_take` waits for room in
-        # the window, the rest of this piece waits in the parser and the socket is not read.
-        for chunk in response.iter_content(chunk_size=READ_BYTES):
-            for event in parser.feed(chunk):
-                if self._take(event):
-                    return True
-        return False
+        try:
+            # Each chunk as it arrives, at most READ_BYTES of it; while `_take` waits for room in
+            # the window, the rest of this piece waits in the parser and the socket is not read.
+            for chunk in response.iter_content(chunk_size=READ_BYTES):
+                for event in parser.feed(chunk):
+                    if self._take(event):
+                        return True
+            return False
+        finally:
+            if parser.retry_ms is not None:  # the stream's reconnection time, for the next reconnect
+                self._retry_s = min(parser.retry_ms, MAX_RETRY_MS) / 1000
 
     def _take(self, event: SseEvent) -> bool:
         """Put one event in the inbox once the window has room for it; True for `end`, or once closing."""
@@ -242,11 +258,14 @@ class EventStreamClient:
         else:
             log.info("ignoring an event %r from %s", event.event[:40], self.shown_url)
             return False
-        server_offset = _our_offset(event.id)
+        server_offset = offset_of_id(event.id)
         if server_offset is not None:
             if self._last_server_offset is not None and server_offset <= self._last_server_offset:
                 return False  # sent again after a resume: already have it
             self._last_server_offset = server_offset
+        if not self.keep_canaries and _is_canary_line(line):
+            self._drop_canary(event)
+            return False
         offset = self.next_offset
         if not self._wait_for_room(offset):
             return True
@@ -258,6 +277,14 @@ class EventStreamClient:
         self.inbox.put(Change(offset, line, time.monotonic(), line_number))
         self.next_offset = offset + 1
         return False
+
+    def _drop_canary(self, event: SseEvent) -> None:
+        """Skip a canary: it takes no offset, but a resume goes on after it."""
+        if self.canaries_dropped == 0:
+            log.info("dropping EventStreams' canary events (meta.domain is canary) from %s", self.shown_url)
+        self.canaries_dropped += 1
+        if event.id is not None:
+            self._last_id = event.id
 
     def _wait_for_room(self, offset: int) -> bool:
         """Block until `offset` fits in the window (counted from the last acknowledgement); False once closing."""
@@ -291,19 +318,15 @@ class EventStreamClient:
             return self._ids.get(offset)
 
 
-def _our_offset(sse_id: str | None) -> int | None:
-    """The offset this project's server put in an id; None for anyone else's id."""
-    if not sse_id or TOPIC not in sse_id:
-        return None
+def _is_canary_line(line: bytes) -> bool:
+    """Whether a line is a canary event; parsed only when it could be one (lines can be 10 MB)."""
+    if b"canary" not in line:
+        return False
     try:
-        positions = json.loads(sse_id)
-    except ValueError:
-        return None
-    for position in positions if isinstance(positions, list) else []:
-        if isinstance(position, dict) and position.get("topic") == TOPIC:
-            offset = position.get("offset")
-            return offset if isinstance(offset, int) and not isinstance(offset, bool) else None
-    return None
+        event = json.loads(line)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(event, dict) and is_canary(event)
 
 
 def _described_line(data: bytes) -> tuple[bytes, int | None] | None:

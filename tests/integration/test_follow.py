@@ -159,7 +159,7 @@ def offset_of(sse_id: str | None) -> int | None:
         return None
     (position,) = json.loads(sse_id)
     assert position["topic"] == TOPIC and position["partition"] == 0
-    return position["offset"]
+    return position["offset"] - 1  # an id holds the next position (KafkaSSE's)
 
 
 class ProjectReader:

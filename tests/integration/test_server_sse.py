@@ -53,7 +53,7 @@ def read_stream(
 def offset_of(event: ServerSentEvent) -> int:
     (position,) = json.loads(event.id)
     assert position["topic"] == TOPIC and position["partition"] == 0
-    return position["offset"]
+    return position["offset"] - 1  # an id holds the next position (KafkaSSE's)
 
 
 def get(url: str, path: str, headers: dict | None = None) -> httpx.Response:
@@ -106,7 +106,7 @@ def test_a_resume_past_the_end_by_offset_or_by_time_gets_204_so_an_eventsource_s
             "since ms": get(url, f"{STREAM_PATH}?since={after_ms}"),
             "since iso": get(url, f"{STREAM_PATH}?since=2999-01-01T00:00:00Z"),
             "id timestamp": get(url, STREAM_PATH, position(timestamp=after_ms)),
-            "id offset": get(url, STREAM_PATH, position(offset=len(lines) - 1)),
+            "id offset": get(url, STREAM_PATH, position(offset=len(lines))),  # the next position: past the end
             "id far offset": get(url, STREAM_PATH, position(offset=10**30)),
         }
         at_the_latest = read_stream(url, f"since={latest_ms}")
@@ -194,7 +194,6 @@ def test_lines_that_are_not_events_arrive_as_error_events_carrying_the_line(good
 
 
 BAD_REQUESTS = [
-    ("?bogus=1", {}, "unknown query parameters"),
     ("?since=soon", {}, "since must be"),
     ("?speed=0", {}, "speed must be"),
     ("?namespace=zero", {}, "namespace must be"),
@@ -205,7 +204,7 @@ BAD_REQUESTS = [
     ("", {"Last-Event-ID": "[" * 1500}, "Last-Event-ID"),
     ("", {"Last-Event-ID": "x" * 5000}, "at most 2000"),
     ("", {"Last-Event-ID": json.dumps([{"topic": TOPIC, "partition": 0, "offset": -5}])}, "offset >= 0"),
-    ("", {"Last-Event-ID": json.dumps([{"topic": "eqiad.mediawiki.recentchange", "offset": 3}])}, "names no position"),
+    ("", {"Last-Event-ID": json.dumps([{"topic": "codfw.mediawiki.recentchange", "offset": 3}])}, "names no position"),
 ]
 
 

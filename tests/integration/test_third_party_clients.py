@@ -52,7 +52,7 @@ def test_the_npm_eventsource_client_reconnects_by_itself_with_last_event_id_and_
     printed = [json.loads(line) for line in received + rest.splitlines() if line.strip()]
     messages, end = printed[:-1], printed[-1]
     assert [m["data"].encode() for m in messages] == lines  # every event once, in order, byte for byte
-    assert [json.loads(m["id"])[0]["offset"] for m in messages] == list(range(len(lines)))
+    assert [json.loads(m["id"])[0]["offset"] for m in messages] == list(range(1, len(lines) + 1))  # the next
     assert end["end"]["offset"] == len(lines)
 
 
@@ -74,8 +74,9 @@ def test_curl_reads_the_stream_and_resumes_with_a_last_event_id_header(small_rec
         data = [line.removeprefix(b"data: ") for line in fields if line.startswith(b"data: ")]
         ids = [json.loads(line.removeprefix(b"id: ")) for line in fields if line.startswith(b"id: ")]
         assert data[:-1] == lines[first:]  # the recorded lines, byte for byte, then end's data
-        # Each event's id, then the end's: the last line's, so a reconnect after it is told 204.
-        offsets = [*range(first, len(lines)), len(lines) - 1]
+        # Each event's id (the next position, as KafkaSSE's), then the end's: past the last line,
+        # so a reconnect after it is told 204.
+        offsets = [*range(first + 1, len(lines) + 1), len(lines)]
         assert ids == [[{"topic": TOPIC, "partition": 0, "offset": o}] for o in offsets]
         assert json.loads(data[-1]) == {"count": len(lines) - first, "offset": len(lines)}
 

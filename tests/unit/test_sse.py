@@ -10,30 +10,111 @@ import pytest
 
 from stream_processor.core.records import Record
 from stream_processor.protocol.event_stream import (
+    LEGACY_TOPIC,
     TOPIC,
     Resume,
     StreamRequestError,
     encode_record,
     end_event,
     event_id,
+    offset_of_id,
     parse_last_event_id,
+    position_id,
 )
-from stream_processor.serving.sse_request import parse_since, parse_stream_request
+from stream_processor.serving.sse_request import parse_since, parse_stream_path, parse_stream_request
+
+CODFW = "codfw.mediawiki.recentchange"
 
 
-def test_an_id_is_an_eventstreams_style_array_carrying_the_offset_and_resumes_right_after_it():
-    assert json.loads(event_id(41)) == [{"topic": TOPIC, "partition": 0, "offset": 41}]
+def test_an_id_holds_the_next_position_as_kafkasse_does_and_resumes_right_after_its_event():
+    assert TOPIC == "eqiad.mediawiki.recentchange"  # the topic production names
+    assert json.loads(event_id(41)) == [{"topic": TOPIC, "partition": 0, "offset": 42}]
     assert parse_last_event_id(event_id(41)) == Resume(offset=42)
+    assert offset_of_id(event_id(41)) == 41
 
 
-def test_a_last_event_id_with_other_topics_and_a_timestamp_resumes_at_that_time():
-    text = json.dumps(
+def test_an_id_built_by_hand_in_kafkasse_style_resumes_at_the_offset_it_names():
+    # KafkaSSE sends offset + 1 (the next to read): a client that builds [{..., offset: N}] starts at N
+    text = json.dumps([{"topic": TOPIC, "partition": 0, "offset": 7}])
+    assert parse_last_event_id(text) == Resume(offset=7)
+    assert parse_last_event_id(position_id(0)) == Resume(offset=0)
+
+
+def test_an_id_from_before_names_the_event_itself_and_resumes_after_it():
+    text = json.dumps([{"topic": LEGACY_TOPIC, "partition": 0, "offset": 7}])
+    assert parse_last_event_id(text) == Resume(offset=8)
+    assert offset_of_id(text) == 7
+
+
+@pytest.mark.parametrize(
+    "positions",
+    [
+        [{"topic": TOPIC, "partition": 0, "timestamp": 1480000005000}],
+        # production's ids (useTimestampForId) name both datacenters' topics, by time
         [
-            {"topic": "codfw.mediawiki.recentchange", "partition": 0, "offset": -1},
             {"topic": TOPIC, "partition": 0, "timestamp": 1480000005000},
-        ]
-    )
-    assert parse_last_event_id(text) == Resume(since=1480000005.0)
+            {"topic": CODFW, "partition": 0, "timestamp": 1480000009000},
+        ],
+        [{"topic": CODFW, "partition": 0, "timestamp": 1480000005000}],
+        [{"topic": CODFW, "partition": 0, "offset": 99}, {"topic": TOPIC, "partition": 0, "timestamp": 1480000005000}],
+    ],
+)
+def test_a_timestamp_id_resumes_at_that_time(positions):
+    assert parse_last_event_id(json.dumps(positions)) == Resume(since=1480000005.0)
+    assert offset_of_id(json.dumps(positions)) is None  # the client cannot number from it
+
+
+def test_an_offset_in_this_servers_topic_wins_over_a_time_in_the_other():
+    positions = [{"topic": CODFW, "partition": 0, "timestamp": 1}, {"topic": TOPIC, "partition": 0, "offset": 5}]
+    assert parse_last_event_id(json.dumps(positions)) == Resume(offset=5)
+
+
+@pytest.mark.parametrize(
+    "positions",
+    [
+        [{"topic": "eqiad.mediawiki.revision-create", "partition": 0, "offset": 5}],
+        [{"topic": TOPIC, "partition": 0, "offset": 5}, {"topic": "somewhere.else", "partition": 0, "offset": 1}],
+        [{"topic": TOPIC, "partition": 3, "offset": 5}],
+    ],
+)
+def test_an_id_naming_another_topic_or_partition_is_refused_with_404_as_kafkasse_does(positions):
+    with pytest.raises(StreamRequestError) as refused:
+        parse_last_event_id(json.dumps(positions))
+    assert refused.value.status == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/stream/recentchange",
+        "/v2/stream/recentchange/",
+        "/v2/stream/mediawiki.recentchange",
+        "/v2/stream/recentchange,mediawiki.recentchange",
+    ],
+)
+def test_a_stream_is_named_by_its_name_or_alias_with_or_without_a_trailing_slash(path):
+    assert parse_stream_path(path) == ["mediawiki.recentchange"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v2/stream/",
+        "/v2/stream/nope",
+        "/v2/stream/recentchange,nope",
+        "/v2/stream/recentchange//",
+        "/v2/stream/recentchange,",
+    ],
+)
+def test_an_unknown_stream_is_a_400_naming_the_ones_served(path):
+    with pytest.raises(StreamRequestError) as refused:
+        parse_stream_path(path)
+    assert refused.value.status == 400 and "recentchange" in str(refused.value)
+
+
+def test_unknown_query_parameters_are_ignored_as_eventstreams_does():
+    subscription = parse_stream_request("_=1700000000&foo=bar&speed=2", None, realtime=False, speed=1.0)
+    assert subscription.speed == 2.0
 
 
 @pytest.mark.parametrize(
@@ -45,7 +126,8 @@ def test_a_last_event_id_with_other_topics_and_a_timestamp_resumes_at_that_time(
         "{}",
         "[1, 2]",
         "[" * 5000,
-        json.dumps([{"topic": "eqiad.mediawiki.recentchange", "partition": 0, "offset": 5}]),
+        "[]",
+        json.dumps([{"topic": CODFW, "partition": 0, "offset": 5}]),  # no position here
         json.dumps([{"topic": TOPIC, "partition": 0, "offset": -1}]),
         json.dumps([{"topic": TOPIC, "partition": 0, "offset": "5"}]),
         json.dumps([{"topic": TOPIC, "partition": 0, "offset": True}]),
@@ -100,7 +182,6 @@ def test_last_event_id_takes_precedence_over_since():
 @pytest.mark.parametrize(
     "query",
     [
-        "bogus=1",
         "wikis=",
         "namespace=zero",
         "namespace=" + "9" * 20,

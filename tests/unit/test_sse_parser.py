@@ -45,6 +45,18 @@ def test_any_way_of_cutting_the_stream_gives_the_same_events(cuts):
     assert parse_in_pieces(STREAM, cuts)[0] == EXPECTED
 
 
+@given(st.lists(st.integers(0, len(STREAM) + 3), max_size=20))
+def test_a_byte_order_mark_at_the_start_is_dropped_however_the_stream_is_cut(cuts):
+    assert parse_in_pieces(b"\xef\xbb\xbf" + STREAM, cuts)[0] == EXPECTED
+
+
+def test_only_the_first_byte_order_mark_is_dropped_and_a_lookalike_start_is_kept():
+    # A second BOM is part of the first line's field name (no field "\ufeffdata"): the event is ignored
+    assert parse_in_pieces(b"\xef\xbb\xbf\xef\xbb\xbfdata: x\n\n", [])[0] == []
+    assert parse_in_pieces(b"\xefdata: x\n\n", [1])[0] == []  # not a BOM: the line is "\xefdata"
+    assert parse_in_pieces(b"data: \xef\xbb\xbf\n\n", [])[0] == [SseEvent("message", b"\xef\xbb\xbf", None)]
+
+
 def test_a_ten_megabyte_line_in_small_chunks_comes_out_whole():
     line = b"x" * 10_000_000
     stream = b"data: " + line + b"\n\n"

@@ -23,7 +23,9 @@ SECURITY_HEADERS = {
 }
 SHARED = {"/page.js": "page.js", "/dashboard.css": "dashboard.css"}
 RUN_PAGE = {"/": "dashboard.html", "/dashboard.js": "dashboard.js", **SHARED}
-STATUS_PAGE = {"/": "status.html", "/status.js": "status.js", **SHARED}
+# The replay server's pages: its status at /, and its streams at /v2/ui, as EventStreams serves its UI.
+STREAMS_PAGE = {"/v2/ui": "streams.html", "/v2/streams.js": "streams.js", "/v2/dashboard.css": "dashboard.css"}
+STATUS_PAGE = {"/": "status.html", "/status.js": "status.js", **SHARED, **STREAMS_PAGE}
 _TYPES = {"html": "text/html; charset=utf-8", "js": "text/javascript; charset=utf-8", "css": "text/css; charset=utf-8"}
 
 

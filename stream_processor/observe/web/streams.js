@@ -1,0 +1,62 @@
+"use strict";
+// The streams page (/v2/ui), as EventStreams has one: the stream names come from /?spec,
+// and the ones chosen are read with an EventSource, the newest events on top. Events are
+// untrusted: they only ever go in as text.
+(function () {
+  const KEEP = 50; // events shown
+  const $ = (id) => document.getElementById(id);
+  let source = null;
+  let received = 0;
+
+  function setStatus(state, text) {
+    $("status").dataset.state = state;
+    $("status").textContent = text;
+  }
+
+  async function listStreams() {
+    const response = await fetch("../?spec", { cache: "no-store" });
+    if (!response.ok) return setStatus("reconnecting", `the server answered ${response.status}`);
+    const spec = await response.json();
+    const names = spec.paths["/v2/stream/{streams}"].get.parameters[0].schema.items.enum;
+    $("streams").append(...names.map(choice));
+    setStatus("live", `${names.length} streams`);
+  }
+
+  function choice(name) {
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = name;
+    box.checked = name === "recentchange";
+    label.append(box, ` ${name} `);
+    return label;
+  }
+
+  function open(event) {
+    event.preventDefault();
+    if (source) source.close();
+    const names = [...$("streams").querySelectorAll("input:checked")].map((box) => box.value);
+    if (!names.length) return setStatus("reconnecting", "choose a stream");
+    const token = $("token").value;
+    const query = token ? `?token=${encodeURIComponent(token)}` : "";
+    source = new EventSource(`stream/${names.map(encodeURIComponent).join(",")}${query}`);
+    source.onopen = () => setStatus("live", `reading ${names.join(", ")}`);
+    source.onerror = () => setStatus("reconnecting", "the stream dropped: reconnecting");
+    source.addEventListener("message", (message) => show(message.data));
+    source.addEventListener("end", () => {
+      source.close();
+      setStatus("done", "the replay ended");
+    });
+  }
+
+  function show(data) {
+    const item = document.createElement("li");
+    item.textContent = data;
+    $("events").prepend(item);
+    while ($("events").children.length > KEEP) $("events").lastChild.remove();
+    $("count").textContent = `(${++received} received)`;
+  }
+
+  $("streams-form").addEventListener("submit", open);
+  listStreams().catch((error) => setStatus("reconnecting", `cannot read /?spec (${error.message})`));
+})();

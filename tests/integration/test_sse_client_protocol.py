@@ -1,0 +1,95 @@
+"""The event-stream client against a server that uses what EventStreams may send and this
+project's server does not: a `retry:` time, a byte order mark, canary events. The server
+here is a small real HTTP server (http.server) that writes those bytes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from stream_processor.core.contracts import Change, End
+from stream_processor.protocol.event_stream import event_id
+from stream_processor.sources.sse_client import EventStreamClient
+
+CANARY = {"$schema": "/mediawiki/recentchange/1.0.0", "meta": {"domain": "canary", "stream": "mediawiki.recentchange"}}
+
+
+def event(offset: int, body: dict) -> bytes:
+    return f"event: message\nid: {event_id(offset)}\ndata: {json.dumps(body)}\n\n".encode()
+
+
+@contextmanager
+def scripted_server(answers: list[bytes]) -> Iterator[tuple[str, list[float], list[str | None]]]:
+    """Answers the n-th connection with answers[n] (then closes it); records when each came
+    and the Last-Event-ID it sent."""
+    opened: list[float] = []
+    last_ids: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            opened.append(time.monotonic())
+            last_ids.append(self.headers.get("Last-Event-ID"))
+            body = answers[min(len(opened), len(answers)) - 1]
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v2/stream/recentchange", opened, last_ids
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def received(client: EventStreamClient, timeout: float = 30) -> tuple[list[Change], End]:
+    changes: list[Change] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        item = client.inbox.get(timeout=max(0.01, deadline - time.monotonic()))
+        if isinstance(item, End):
+            return changes, item
+        changes.append(item)
+
+
+def test_the_client_waits_the_servers_retry_time_strips_a_bom_and_drops_canaries():
+    # The BOM comes right before `retry`: kept, it would make the field "\ufeffretry", ignored.
+    first = b"\xef\xbb\xbfretry: 1500\n\n:ok\n\n" + event(0, {"id": 0}) + event(1, CANARY) + event(2, {"id": 2})
+    second = event(3, {"id": 3}) + b'event: end\ndata: {"count": 1, "offset": 4}\n\n'
+    with scripted_server([first, second]) as (url, opened, last_ids):
+        client = EventStreamClient(url, reconnect_delay_s=0.05)
+        client.connect()
+        try:
+            changes, _ = received(client)
+        finally:
+            client.close()
+    assert [json.loads(change.line)["id"] for change in changes] == [0, 2, 3]  # the canary is not among them
+    assert [change.offset for change in changes] == [0, 1, 2]  # numbered without it
+    assert client.canaries_dropped == 1
+    assert last_ids == [None, event_id(2)]  # resumed after the last event it read
+    assert opened[1] - opened[0] >= 1.4, "reconnected before the server's retry: 1500 ms"
+
+
+def test_a_client_told_to_keep_canaries_keeps_them():
+    body = event(0, CANARY) + event(1, {"id": 1}) + b'event: end\ndata: {"count": 2, "offset": 2}\n\n'
+    with scripted_server([body]) as (url, _, _):
+        client = EventStreamClient(url, keep_canaries=True)
+        client.connect()
+        try:
+            changes, _ = received(client)
+        finally:
+            client.close()
+    assert [json.loads(change.line).get("meta", {}).get("domain") for change in changes] == ["canary", None]
+    assert client.canaries_dropped == 0
