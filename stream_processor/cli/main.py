@@ -174,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
         "once committed, in order, its position as its id; ends when the output is complete. A fresh run "
         "over it (not --resume) stops the server (exit 1)",
     )
+    serve.add_argument(
+        "--stream",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="serve FILE as the event stream NAME too (repeatable), e.g. revision-create=rc2.json: "
+        "/v2/stream/NAME, or merged by time with others, /v2/stream/recentchange,NAME. A bare NAME is "
+        "Wikimedia's mediawiki.NAME, with NAME its alias; --input is recentchange",
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
     serve.add_argument("--port", type=_port, default=5000, help="port (0: any free one; default 5000)")
     serve.add_argument("--loop", action="store_true", help="replay forever")
@@ -408,10 +417,18 @@ def _server_settings(args: argparse.Namespace) -> ServerSettings:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from stream_processor.serving import create_server
+    from stream_processor.serving.streams import StreamError
 
     settings = _server_settings(args)
+    if args.follow is not None and args.stream:
+        raise UsageError("--follow serves one output as it grows; --stream adds recordings: give one of them")
     followed = _follow_output(args) if args.follow is not None else None
-    server = create_server(followed if followed is not None else args.input, settings, loop=args.loop)
+    try:
+        server = create_server(
+            followed if followed is not None else args.input, settings, loop=args.loop, streams=args.stream
+        )
+    except StreamError as exc:
+        raise UsageError(str(exc)) from None
     # The signal may land anywhere; each shell knows how to stop its own loop.
     signal.signal(signal.SIGTERM, server.request_stop)
     signal.signal(signal.SIGINT, server.request_stop)

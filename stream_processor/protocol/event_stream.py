@@ -34,6 +34,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
@@ -41,16 +42,25 @@ from stream_processor.core.records import Record
 
 STREAM_PATH = "/v2/stream/recentchange"
 STREAM_PREFIX = "/v2/stream/"
-STREAM = "mediawiki.recentchange"  # the stream's name; `recentchange` is its alias
+STREAM = "mediawiki.recentchange"  # the default stream's name (the recording's); `recentchange` is its alias
 STREAM_ALIASES = ("recentchange",)
-TOPIC = "eqiad.mediawiki.recentchange"  # where this server's events are, as production names it
-OTHER_TOPICS = ("codfw.mediawiki.recentchange",)  # the stream's other datacenter: empty here
+DATACENTERS = ("eqiad", "codfw")  # a stream's topics, one per datacenter, as production names them...
+PRIMARY_DATACENTER = "eqiad"  # ...and the one that holds this server's events (the other is empty)
+TOPIC = f"{PRIMARY_DATACENTER}.{STREAM}"
 LEGACY_TOPIC = "stream_processor.recentchange"  # ids before 0.2: the event's own offset, not the next
 OPENING = b":ok\n\n"  # as EventStreams opens its streams: the client knows it is connected
 HEARTBEAT = b":\n\n"  # a comment: keeps an idle connection (and proxies) open, no event
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
 MAX_ID_CHARS = 2000
 MAX_TIMESTAMP_MS = 10**16  # a Last-Event-ID's `timestamp`, as `since`
+
+
+@dataclass(frozen=True, slots=True)
+class StreamRecord(Record):
+    """A record of a stream served beside others (a comma list), with the position of every
+    stream after it: its id."""
+
+    positions: tuple[tuple[str, int], ...] = ()  # (topic, next offset), in the request's order
 
 
 class StreamRequestError(ValueError):
@@ -65,30 +75,42 @@ class StreamRequestError(ValueError):
 # -- ids -------------------------------------------------------------------------------
 
 
+def topic_of(stream: str) -> str:
+    """Where a stream's events are here: its topic in production's first datacenter."""
+    return f"{PRIMARY_DATACENTER}.{stream}"
+
+
 def position_id(next_offset: int) -> str:
-    """The id that resumes at `next_offset` (KafkaSSE's: the position to read next)."""
-    return json.dumps([{"topic": TOPIC, "partition": 0, "offset": next_offset}], separators=(",", ":"))
+    """The id that resumes the default stream at `next_offset` (KafkaSSE's: the position to read next)."""
+    return positions_id([(TOPIC, next_offset)])
+
+
+def positions_id(positions: Sequence[tuple[str, int]]) -> str:
+    """The id naming each topic's next position: a comma list of streams names every one."""
+    entries = [{"topic": topic, "partition": 0, "offset": offset} for topic, offset in positions]
+    return json.dumps(entries, separators=(",", ":"))
 
 
 def event_id(offset: int) -> str:
-    """The id the event at `offset` goes out with: sent back, the stream goes on after it."""
+    """The id the default stream's event at `offset` goes out with: sent back, the stream goes on after it."""
     return position_id(offset + 1)
 
 
 def offset_of_id(text: str | None) -> int | None:
-    """The offset of the event this server sent `text` with (None: not one of its offset ids)."""
+    """The offset of the event this server sent `text` with, on the default stream alone
+    (None: another server's id, a time, or an id of several streams)."""
     if not text or (TOPIC not in text and LEGACY_TOPIC not in text):
         return None
     try:
         positions = json.loads(text)
     except (ValueError, RecursionError):
         return None
-    for position in positions if isinstance(positions, list) else []:
-        if isinstance(position, dict) and position.get("topic") in (TOPIC, LEGACY_TOPIC):
-            offset = position.get("offset")
-            if _whole(offset):
-                return offset - 1 if position["topic"] == TOPIC else offset
-    return None
+    if not isinstance(positions, list) or len(positions) != 1 or not isinstance(positions[0], dict):
+        return None
+    topic, offset = positions[0].get("topic"), positions[0].get("offset")
+    if topic not in (TOPIC, LEGACY_TOPIC) or not _whole(offset):
+        return None
+    return offset - 1 if topic == TOPIC else offset
 
 
 @dataclass(frozen=True)
@@ -98,27 +120,47 @@ class Resume:
 
 
 def parse_last_event_id(text: str) -> Resume:
-    """Where a reconnecting client resumes, from its Last-Event-ID (see the module's doc).
-    Raises StreamRequestError: 400 for what is not an id, 404 for another stream's topic."""
+    """Where a reconnecting client of the default stream resumes, from its Last-Event-ID."""
+    return parse_positions(text, [STREAM])[STREAM]
+
+
+def parse_positions(text: str, streams: list[str]) -> dict[str, Resume]:
+    """Where each of `streams` that a Last-Event-ID names resumes (see the module's doc): an
+    offset in the stream's own topic is exact and comes first, else a time in either
+    datacenter's topic. Raises StreamRequestError: 400 for what is not an id or names no
+    position, 404 for a topic that is not one of these streams'."""
+    owners = _topic_owners(streams)
     positions = _positions(text)
-    foreign = sorted({str(p.get("topic"))[:80] for p in positions if p.get("topic") not in STREAM_TOPICS})
+    foreign = sorted({str(p.get("topic"))[:80] for p in positions if p.get("topic") not in owners})
     if foreign:
+        known = ", ".join(topic for topic in owners if topic != LEGACY_TOPIC)
         raise StreamRequestError(
-            f"Last-Event-ID names topics that are not this stream's: {', '.join(foreign)}; "
-            f"its topics are {', '.join(STREAM_TOPICS[:-1])}",
+            f"Last-Event-ID names topics that are not this stream's: {', '.join(foreign)}; its topics are {known}",
             status=404,
         )
-    resumes = [_resume_at(position) for position in positions]
-    for resume in resumes:  # this server's own topic first: an offset is exact
-        if resume is not None and resume[0] in (TOPIC, LEGACY_TOPIC):
-            return resume[1]
-    for resume in resumes:  # then a time in the other datacenter's topic (offsets there say nothing here)
-        if resume is not None and resume[1].since is not None:
-            return resume[1]
-    raise StreamRequestError(f"Last-Event-ID names no position in {TOPIC} (an offset, or a timestamp in any topic)")
+    exact: dict[str, Resume] = {}
+    timed: dict[str, Resume] = {}
+    for position in positions:
+        stream, resume = owners[position["topic"]], _resume_at(position)
+        if resume is not None:
+            (timed if resume.since is not None else exact).setdefault(stream, resume)
+    resumes = {**timed, **exact}
+    if not resumes:
+        raise StreamRequestError(
+            f"Last-Event-ID names no position in {', '.join(map(topic_of, streams))} "
+            "(an offset, or a timestamp in any of the streams' topics)"
+        )
+    return resumes
 
 
-STREAM_TOPICS = (TOPIC, *OTHER_TOPICS, LEGACY_TOPIC)
+def _topic_owners(streams: list[str]) -> dict[str, str]:
+    """Each topic of these streams, and the stream it belongs to."""
+    owners = {}
+    for stream in streams:
+        owners.update({f"{datacenter}.{stream}": stream for datacenter in DATACENTERS})
+    if STREAM in streams:
+        owners[LEGACY_TOPIC] = STREAM
+    return owners
 
 
 def _positions(text: str) -> list[dict[str, Any]]:
@@ -133,18 +175,19 @@ def _positions(text: str) -> list[dict[str, Any]]:
     return positions
 
 
-def _resume_at(position: dict[str, Any]) -> tuple[str, Resume] | None:
-    """Where one position of an id resumes (None: an offset in a topic empty here)."""
+def _resume_at(position: dict[str, Any]) -> Resume | None:
+    """Where one position of an id resumes (None: an offset in the other datacenter's topic,
+    empty here: it says nothing)."""
     topic, partition = position["topic"], position.get("partition", 0)
     if partition != 0 or isinstance(partition, bool):
         raise StreamRequestError(f"Last-Event-ID: {topic} has one partition, 0; not {partition!r:.20}", status=404)
     offset, timestamp = position.get("offset"), position.get("timestamp")
     if _whole(offset) and offset >= 0:
-        if topic == TOPIC:
-            return topic, Resume(offset=offset)
-        return (topic, Resume(offset=offset + 1)) if topic == LEGACY_TOPIC else None
+        if topic == LEGACY_TOPIC:
+            return Resume(offset=offset + 1)  # the event's own offset: resume after it
+        return Resume(offset=offset) if topic.startswith(f"{PRIMARY_DATACENTER}.") else None
     if _number(timestamp) and 0 <= timestamp < MAX_TIMESTAMP_MS:
-        return topic, Resume(since=timestamp / 1000)
+        return Resume(since=timestamp / 1000)
     raise StreamRequestError(
         f"Last-Event-ID's position for {topic} needs an offset >= 0 or a timestamp in ms (0 to 10**16)"
     )
@@ -158,18 +201,21 @@ def encode(records: list[Record]) -> bytes:
 
 
 def encode_record(record: Record) -> bytes:
-    header = f"id: {event_id(record.offset)}\n".encode()
+    """An event's text; a record of a comma list of streams names every stream's position."""
+    sse_id = positions_id(record.positions) if isinstance(record, StreamRecord) else event_id(record.offset)
+    header = f"id: {sse_id}\n".encode()
     if record.event is not None and b"\r" not in record.raw and _is_utf8(record.raw):
         return b"event: message\n" + header + b"data: " + record.raw + b"\n\n"
     return b"event: error\n" + header + b"data: " + json.dumps(_not_an_event(record)).encode() + b"\n\n"
 
 
-def end_event(count: int, offset: int) -> bytes:
+def end_event(count: int, offset: int, end_id: str | None = None) -> bytes:
     """The end of a replay that covered the recording up to `offset` (one past its last
     line). Its id names the position past that line, so a client that reconnects anyway (an
     EventSource does, unless told to close) resumes past the end and is answered 204, even
     when no event passed its filter."""
-    header = f"id: {position_id(offset)}\n".encode() if offset > 0 else b""
+    end_id = end_id or (position_id(offset) if offset > 0 else None)
+    header = f"id: {end_id}\n".encode() if end_id else b""
     return b"event: end\n" + header + b"data: " + json.dumps({"count": count, "offset": offset}).encode() + b"\n\n"
 
 

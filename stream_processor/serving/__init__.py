@@ -9,6 +9,7 @@ Whatever rests on python-socketio's or python-engineio's internals is in `socket
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,19 +25,21 @@ DEFAULT_ASYNC_MODE = "eventlet"
 
 
 def create_server(
-    recording: str | Path | Replayable, settings: ServerSettings, loop: bool = False
+    recording: str | Path | Replayable, settings: ServerSettings, loop: bool = False, streams: Sequence[str] = ()
 ) -> EventletReplayServer | AsyncioReplayServer:
     """The replay server for `settings.async_mode`: the core inside the chosen shell.
 
     `recording`: a recording's path (replayed once, or with `loop` forever), or what to
     serve instead, e.g. a followed output (`serving.followed.follow()`: `serve --follow`).
+    `streams`: more event streams, as `NAME=FILE` (`serve --stream`; raises StreamError).
     Each shell is imported only when chosen: an asyncio server never imports eventlet.
     """
     from stream_processor.serving.core import ServingCore
     from stream_processor.serving.recording import Recording
+    from stream_processor.serving.streams import open_catalog
 
     source = Recording(recording, loop) if isinstance(recording, str | Path) else recording
-    core = ServingCore(source, settings)
+    core = ServingCore(source, settings, catalog=open_catalog(source, list(streams), loop))
     if settings.async_mode == "asyncio":
         from stream_processor.serving.asyncio_server import AsyncioReplayServer
 

@@ -176,7 +176,7 @@ class ShellBase:
                 elif isinstance(step, Heartbeat):
                     yield sse.HEARTBEAT
                 elif isinstance(step, Finish):
-                    yield sse.end_event(step.count, step.offset)
+                    yield sse.end_event(step.count, step.offset, stream.end_id)
         except Exception as exc:  # the recording became unreadable, a followed output failed...
             log.exception("event stream %s failed", stream.subscriber.id)
             yield sse.failure_event(f"the server cannot go on with this stream: {type(exc).__name__}")

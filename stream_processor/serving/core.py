@@ -7,7 +7,6 @@ carries out what they return (send an error, start a replay's steps, refuse a cl
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -26,6 +25,7 @@ from stream_processor.serving.access import ANY_ORIGIN, AddressLimit
 from stream_processor.serving.rate_limit import TokenBucket
 from stream_processor.serving.recording import Replayable
 from stream_processor.serving.replay_loop import Pacing, Step, replay
+from stream_processor.serving.streams import StreamCatalog
 from stream_processor.serving.subscriber import SOCKETIO, SSE, Subscriber, Waker, pacing_figures
 from stream_processor.serving.subscription import SubscribeError, Subscription, parse_subscription
 
@@ -74,16 +74,21 @@ class Refused(Exception):
 
 class ServingCore:
     def __init__(
-        self, recording: Replayable, settings: ServerSettings, clock: Callable[[], float] = time.monotonic
+        self,
+        recording: Replayable,
+        settings: ServerSettings,
+        clock: Callable[[], float] = time.monotonic,
+        catalog: StreamCatalog | None = None,
     ) -> None:
         self.recording = recording
+        self.catalog = catalog or StreamCatalog(recording)  # the event streams by name: `recording` is the default
         self.settings = settings
         self.clock = clock
         self.started_at = clock()
         self.subscribers: dict[str, Subscriber] = {}
         self._sent_by_departed = 0
         self._addresses = AddressLimit(settings.max_connections_per_address)
-        self._stream_ids = itertools.count(1)
+        self.streams_opened = 0  # event streams ever opened: reconnects show here
         self.pacing_error = LatencyHistogram()  # every paced event to every client, since the start
 
     # -- admission ----------------------------------------------------------------------
@@ -165,16 +170,24 @@ class ServingCore:
     # -- event streams ------------------------------------------------------------------
 
     def open_stream(
-        self, address: str, offered_token: str | None, waker: Waker, subscription: Subscription
+        self,
+        address: str,
+        offered_token: str | None,
+        waker: Waker,
+        subscription: Subscription,
+        streams: Replayable | None = None,
     ) -> tuple[Subscriber, Iterator[Step]]:
-        """A new event stream's subscriber and the steps of its replay; raises Refused. The
-        shell calls `leave()` when the stream ends, however it ends."""
-        subscriber = Subscriber(f"sse-{next(self._stream_ids)}", SSE, address, waker)
+        """A new event stream's subscriber and the steps of its replay (of `streams`, a
+        comma list merged, else the recording); raises Refused. The shell calls `leave()`
+        when the stream ends, however it ends."""
+        self.streams_opened += 1
+        subscriber = Subscriber(f"sse-{self.streams_opened}", SSE, address, waker)
         self.admit(subscriber, offered_token)
         generation = subscriber.restart(subscription)
         pacing = Pacing(batch=STREAM_BATCH, heartbeat_s=self.settings.heartbeat_s)
+        replayed = streams if streams is not None else self.recording
         return subscriber, replay(
-            subscriber, generation, subscription, self.recording, self.settings.window, pacing, self.clock
+            subscriber, generation, subscription, replayed, self.settings.window, pacing, self.clock
         )
 
     # -- figures ------------------------------------------------------------------------
@@ -206,6 +219,7 @@ class ServingCore:
             },
             **({"follow": followed} if followed is not None else {}),
             "events_sent": self.events_sent,
+            "event_streams_opened": self.streams_opened,
             "pacing_error_ms": pacing_figures(self.pacing_error),
             "clients": [
                 subscriber.status(_window_of(subscriber, window), now) for subscriber in self.subscribers.values()

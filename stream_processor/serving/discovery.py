@@ -10,19 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from stream_processor.protocol.event_stream import STREAM, STREAM_ALIASES, TOPIC
+from stream_processor.serving.streams import StreamCatalog
 
 SPEC_QUERY = "spec"
 UI_PATH = "/v2/ui"
 
 
-def stream_names() -> list[str]:
-    """Every name a stream may be asked for by, aliases too (EventStreams lists both)."""
-    return sorted({STREAM, *STREAM_ALIASES})
-
-
-def openapi_spec() -> dict[str, Any]:
-    names = stream_names()
+def openapi_spec(catalog: StreamCatalog) -> dict[str, Any]:
+    """The spec, its streams enum holding every name a stream may be asked for by (aliases too, as EventStreams)."""
+    names = catalog.names()
     streams_route = _stream_route("events of the streams listed, comma separated, merged in time order")
     streams_route["get"]["parameters"].insert(
         0,
@@ -38,8 +34,9 @@ def openapi_spec() -> dict[str, Any]:
     )
     paths: dict[str, Any] = {"/v2/stream/{streams}": streams_route}
     for name in names:
-        alias_of = f" (an alias of {STREAM})" if name != STREAM else ""
-        paths[f"/v2/stream/{name}"] = _stream_route(f"{name} events{alias_of}, from topic {TOPIC}")
+        (stream,) = catalog.resolve([name])
+        alias_of = f" (an alias of {stream.name})" if name != stream.name else ""
+        paths[f"/v2/stream/{name}"] = _stream_route(f"{name} events{alias_of}, from topic {stream.topic}")
     return {
         "openapi": "3.0.0",
         "info": {

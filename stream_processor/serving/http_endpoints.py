@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
 
 from stream_processor.observe.web import SECURITY_HEADERS, STATUS_PAGE, static_file
 from stream_processor.protocol import event_stream as sse
+from stream_processor.protocol.event_stream import Resume, parse_positions
 from stream_processor.protocol.hosts import host_allowed, host_name
 from stream_processor.protocol.tokens import offered_token, request_authorised
 from stream_processor.serving import discovery
@@ -32,6 +33,7 @@ from stream_processor.serving.sse_request import (
     parse_stream_path,
     parse_stream_request,
 )
+from stream_processor.serving.streams import MergedStreams
 from stream_processor.serving.subscriber import Subscriber, Waker
 from stream_processor.serving.subscription import Subscription
 
@@ -70,6 +72,7 @@ class EventStream:
     subscriber: Subscriber
     steps: Iterator[Step]
     headers: list[tuple[str, str]]
+    end_id: str | None = None  # the `end` event's id, for a comma list of streams (else the default stream's)
 
 
 ACCESS_PATH = "/access"
@@ -117,7 +120,7 @@ def handle(core: ServingCore, request: HttpRequest, new_waker: Callable[[], Wake
     if request.method == "OPTIONS":  # a browser's preflight, for Authorization or Last-Event-ID: no credentials
         return HttpResponse(204, b"", cors + PREFLIGHT_HEADERS)
     if request.path == "/" and discovery.SPEC_QUERY in parse_qs(request.query_string, keep_blank_values=True):
-        return json_response(200, discovery.openapi_spec(), cors)  # no data: no token, as the pages
+        return json_response(200, discovery.openapi_spec(core.catalog), cors)  # no data: no token, as the pages
     page = static_file(STATUS_PAGE, request.path) if request.method in ("GET", "HEAD") else None
     if page is not None:  # the pages' files hold no data: no token (their data needs one)
         return HttpResponse(200, page[0], [("content-type", page[1]), *PAGE_HEADERS])
@@ -141,27 +144,41 @@ def open_stream(
 ) -> HttpResponse | EventStream:
     if request.method != "GET":
         return error_response(405, f"{request.method} is not allowed here; use GET", [("allow", "GET")])
-    settings = core.settings
     try:
-        parse_stream_path(request.path)
-        subscription = parse_stream_request(
-            request.query_string, request.headers.get("last-event-id"), settings.realtime, settings.speed
-        )
+        subscription, merged = _stream_request(core, request)
     except StreamRequestError as exc:
         return error_response(exc.status, str(exc), cors)
-    if _nothing_left(core, subscription):
+    if _nothing_left(core, subscription, merged):
         # Nothing left to send (a client resuming after the last event, or after the latest
         # time): 204 tells an EventSource to stop reconnecting.
         return HttpResponse(204, b"", cors)
     token = offered_token(request.headers.get("authorization"), request.query_string)  # the core checks it again
     try:
-        subscriber, steps = core.open_stream(request.address, token, new_waker(), subscription)
+        subscriber, steps = core.open_stream(request.address, token, new_waker(), subscription, merged)
     except Refused as exc:
         return error_response(429, str(exc), cors)
-    return EventStream(subscriber, steps, [*STREAM_HEADERS, *cors])
+    end_id = merged.end_id() if merged is not None else None
+    return EventStream(subscriber, steps, [*STREAM_HEADERS, *cors], end_id)
 
 
-def _nothing_left(core: ServingCore, subscription: Subscription) -> bool:
+def _stream_request(core: ServingCore, request: HttpRequest) -> tuple[Subscription, MergedStreams | None]:
+    """What a stream request asks for: the subscription, and for anything but the default
+    stream alone, the streams merged (each from where its Last-Event-ID position, or the
+    query's `since`, starts it)."""
+    settings = core.settings
+    streams = core.catalog.resolve(parse_stream_path(request.path))
+    last_event_id = request.headers.get("last-event-id")
+    if streams == [core.catalog.default]:
+        return parse_stream_request(request.query_string, last_event_id, settings.realtime, settings.speed), None
+    subscription = parse_stream_request(request.query_string, None, settings.realtime, settings.speed)
+    named = parse_positions(last_event_id, [stream.name for stream in streams]) if last_event_id else {}
+    starts = {stream.name: named.get(stream.name, Resume(since=subscription.since)) for stream in streams}
+    return replace(subscription, offset=0, since=None), MergedStreams(streams, starts)
+
+
+def _nothing_left(core: ServingCore, subscription: Subscription, merged: MergedStreams | None) -> bool:
+    if merged is not None:
+        return merged.ends_before(0)
     if subscription.since is not None:
         return core.recording.ends_before_time(subscription.since)
     return core.recording.ends_before(subscription.offset)

@@ -17,8 +17,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from stream_processor.protocol.event_stream import (
-    STREAM,
-    STREAM_ALIASES,
+    STREAM_PATH,
     STREAM_PREFIX,
     Resume,
     StreamRequestError,
@@ -59,18 +58,14 @@ def is_stream_path(path: str) -> bool:
 
 
 def parse_stream_path(path: str) -> list[str]:
-    """The streams a `/v2/stream/{streams}` path names, by their own names (aliases
-    resolved, each once), or StreamRequestError (400) for a name this server does not serve."""
+    """The stream names a `/v2/stream/{streams}` path lists (a trailing slash allowed); the
+    catalog says whether it serves them (serving/streams.py). An empty name is a 400."""
     listed = path[len(STREAM_PREFIX) :]
     listed = listed[:-1] if listed.endswith("/") else listed
     names = listed.split(",")
-    unknown = [name for name in names if name not in (STREAM, *STREAM_ALIASES)]
-    if unknown:
-        shown = ", ".join(repr(name[:60]) for name in unknown[:5])
-        raise StreamRequestError(
-            f"no such stream: {shown}; this server serves {STREAM} (alias {', '.join(STREAM_ALIASES)})"
-        )
-    return [STREAM]
+    if not all(names):
+        raise StreamRequestError(f"{path!r:.100} names no stream (a comma list of names, e.g. {STREAM_PATH})")
+    return names
 
 
 def parse_stream_request(query_string: str, last_event_id: str | None, realtime: bool, speed: float) -> Subscription:

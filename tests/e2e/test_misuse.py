@@ -769,7 +769,7 @@ def test_consume_gives_up_with_exit_1_when_its_server_stays_gone_past_the_reconn
 BAD_URLS = {
     "sse, a parameter given twice": ("/v2/stream/recentchange?since=2020-01-01T00:00:00Z&since=2021", "sse",
                                      "since may be given once"),
-    "sse, an unknown parameter": ("/v2/stream/recentchange?wiki=enwiki", "sse", "unknown query parameters"),
+    "sse, an unknown stream": ("/v2/stream/recentchangez", "sse", "no such stream"),
     "socket.io, a parameter given twice": ("/rc?token=a&token=b", "socket.io", "token may be given once"),
     "socket.io, a parameter it would ignore": ("?since=1&since=2", "socket.io", "takes no query parameters"),
     "socket.io, no scheme": (None, "socket.io", "not a URL"),

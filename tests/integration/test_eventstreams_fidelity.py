@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -177,3 +180,73 @@ def test_the_npm_eventsource_client_reads_an_alias_list_across_max_connection_s_
     assert [offset_of_id(m["id"]) for m in messages] == list(range(len(lines)))
     assert end["end"]["offset"] == len(lines)
     assert client.stderr.count("reconnecting") >= 2, client.stderr  # it was closed on, and resumed
+
+
+def two_streams(tmp_path) -> tuple[list[dict], list[dict]]:
+    """recentchange (an event every 2 s) and revision-create (every 4 s), over the same minute."""
+    rc = [json.loads(line) for line in paced_recording(tmp_path / "rc.json", count=30, gap_s=2, seed=3)]
+    rev = [json.loads(line) for line in paced_recording(tmp_path / "rev.json", count=15, gap_s=4, seed=5)]
+    return rc, rev
+
+
+def merged_since(rc: list[dict], rev: list[dict], since: int) -> list[dict]:
+    """What a merge by time from `since` holds: both streams' later events, ties to the first named."""
+    timed = [(e["timestamp"], 0, e) for e in rc] + [(e["timestamp"], 1, e) for e in rev]
+    return [event for moment, _, event in sorted(timed, key=lambda t: t[:2]) if moment >= since]
+
+
+def test_pywikibot_reads_two_streams_since_a_time_across_forced_closes_with_nothing_lost_or_repeated(tmp_path):
+    rc, rev = two_streams(tmp_path)
+    since = rc[5]["timestamp"]
+    expected = merged_since(rc, rev, since)
+    flags = ["--stream", f"revision-create={tmp_path / 'rev.json'}", "--max-connection-s", "0.4"]
+    marker = uuid.uuid4().hex
+    with replay_server(tmp_path / "rc.json", *flags, "--realtime", "--speed", "20") as (url, _):
+        client = subprocess.run(
+            [
+                sys.executable,
+                str(Path(__file__).parents[1] / "pywikibot_client.py"),
+                url,
+                "recentchange,revision-create",
+                datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                str(len(expected)),
+            ],
+            env={**cli_env(marker), "PYWIKIBOT_DIR": str(tmp_path)},
+            cwd=tmp_path,  # it writes a throttle.ctrl where it runs
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        opened = httpx.get(f"{url}/status", timeout=10).json()["event_streams_opened"]
+    wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
+    assert client.returncode == 0, client.stderr[-2000:]
+    assert [json.loads(line) for line in client.stdout.splitlines()] == expected  # once each, in time order
+    assert opened >= 4, f"about 2.5 s of replay in 0.4 s connections opened {opened}"
+
+
+def test_the_npm_eventsource_client_reads_a_comma_list_of_two_streams_across_closes(tmp_path, js_clients):
+    work, node = js_clients
+    rc, rev = two_streams(tmp_path)
+    marker = uuid.uuid4().hex
+    flags = ["--stream", f"revision-create={tmp_path / 'rev.json'}", "--max-connection-s", "0.4"]
+    with replay_server(tmp_path / "rc.json", *flags) as (url, _):
+        client = subprocess.run(
+            [node, "eventsource_client.mjs", f"{url}/v2/stream/revision-create,recentchange?realtime=true&speed=20"],
+            cwd=work,
+            env=cli_env(marker),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        opened = httpx.get(f"{url}/status", timeout=10).json()["event_streams_opened"]
+    wait_until(lambda: not processes_with_marker(marker), timeout=10, message="no process left behind")
+    assert client.returncode == 0, client.stderr
+    printed = [json.loads(line) for line in client.stdout.splitlines() if line.strip()]
+    messages, end = printed[:-1], printed[-1]
+    assert [json.loads(m["data"]) for m in messages] == merged_since(rev, rc, 0)  # revision-create named first
+    last = json.loads(messages[-1]["id"])
+    assert {p["topic"]: p["offset"] for p in last} == {
+        "eqiad.mediawiki.revision-create": len(rev),
+        "eqiad.mediawiki.recentchange": len(rc),
+    }
+    assert end["end"]["count"] > 0 and opened >= 4

@@ -21,7 +21,7 @@ from stream_processor.protocol.event_stream import (
     parse_last_event_id,
     position_id,
 )
-from stream_processor.serving.sse_request import parse_since, parse_stream_path, parse_stream_request
+from stream_processor.serving.sse_request import parse_since, parse_stream_request
 
 CODFW = "codfw.mediawiki.recentchange"
 
@@ -81,35 +81,6 @@ def test_an_id_naming_another_topic_or_partition_is_refused_with_404_as_kafkasse
     with pytest.raises(StreamRequestError) as refused:
         parse_last_event_id(json.dumps(positions))
     assert refused.value.status == 404
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/v2/stream/recentchange",
-        "/v2/stream/recentchange/",
-        "/v2/stream/mediawiki.recentchange",
-        "/v2/stream/recentchange,mediawiki.recentchange",
-    ],
-)
-def test_a_stream_is_named_by_its_name_or_alias_with_or_without_a_trailing_slash(path):
-    assert parse_stream_path(path) == ["mediawiki.recentchange"]
-
-
-@pytest.mark.parametrize(
-    "path",
-    [
-        "/v2/stream/",
-        "/v2/stream/nope",
-        "/v2/stream/recentchange,nope",
-        "/v2/stream/recentchange//",
-        "/v2/stream/recentchange,",
-    ],
-)
-def test_an_unknown_stream_is_a_400_naming_the_ones_served(path):
-    with pytest.raises(StreamRequestError) as refused:
-        parse_stream_path(path)
-    assert refused.value.status == 400 and "recentchange" in str(refused.value)
 
 
 def test_unknown_query_parameters_are_ignored_as_eventstreams_does():
