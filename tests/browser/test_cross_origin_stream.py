@@ -6,15 +6,14 @@ server's own streams page (/v2/ui), which lists the streams from /?spec."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
 
 from tests.conftest import paced_recording, replay_server, wait_until
+from tests.http_stand_in import http_stand_in
 from tests.pages import text
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>elsewhere</title></head><body>
@@ -31,27 +30,8 @@ source.onerror = () => { window.errors += 1; };
 def another_origin(stream_url: str) -> Iterator[str]:
     """A page on another port (another origin) that reads `stream_url` with EventSource."""
     body = PAGE.replace("STREAM_URL", json.dumps(stream_url)).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with http_stand_in(lambda _: ("text/html; charset=utf-8", body)) as url:
+        yield f"{url}/"
 
 
 @pytest.mark.usefixtures("async_mode")

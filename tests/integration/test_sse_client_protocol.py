@@ -1,19 +1,19 @@
 """The event-stream client against a server that uses what EventStreams may send and this
 project's server does not: a `retry:` time, a byte order mark, canary events. The server
-here is a small real HTTP server (http.server) that writes those bytes."""
+here is a small real HTTP server (tests/http_stand_in.py) that writes those bytes."""
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 from stream_processor.core.contracts import Change, End
 from stream_processor.protocol.event_stream import event_id
 from stream_processor.sources.sse_client import EventStreamClient
+from tests.http_stand_in import http_stand_in
 
 CANARY = {"$schema": "/mediawiki/recentchange/1.0.0", "meta": {"domain": "canary", "stream": "mediawiki.recentchange"}}
 
@@ -29,29 +29,13 @@ def scripted_server(answers: list[bytes]) -> Iterator[tuple[str, list[float], li
     opened: list[float] = []
     last_ids: list[str | None] = []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            opened.append(time.monotonic())
-            last_ids.append(self.headers.get("Last-Event-ID"))
-            body = answers[min(len(opened), len(answers)) - 1]
-            self.send_response(200)
-            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def respond(request: BaseHTTPRequestHandler) -> tuple[str, bytes]:
+        opened.append(time.monotonic())
+        last_ids.append(request.headers.get("Last-Event-ID"))
+        return "text/event-stream; charset=utf-8", answers[min(len(opened), len(answers)) - 1]
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v2/stream/recentchange", opened, last_ids
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with http_stand_in(respond) as url:
+        yield f"{url}/v2/stream/recentchange", opened, last_ids
 
 
 def received(client: EventStreamClient, timeout: float = 30) -> tuple[list[Change], End]:
