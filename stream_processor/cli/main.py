@@ -286,6 +286,20 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--rate", type=_non_negative_float, default=2.07, help="edits per second")
     generate.add_argument("--seed", type=int, default=1)
     generate.add_argument("--output", type=Path, default=None, help="file to write (default: standard output)")
+    generate.add_argument(
+        "--format",
+        choices=("rcstream", "eventstreams"),
+        default="rcstream",
+        help="rcstream: RCStream's change events; eventstreams: as Wikimedia's EventStreams serves them, "
+        "with $schema, meta and canary events (default %(default)s)",
+    )
+    generate.add_argument(
+        "--canary-every",
+        type=_non_negative_int,
+        default=100,
+        metavar="N",
+        help="with --format eventstreams, a canary event after every N edits (0: none; default %(default)s)",
+    )
     return parser
 
 
@@ -486,10 +500,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from stream_processor.sources.generate import generate_file, write_recording
 
+    shape = {"format": args.format, "canary_every": args.canary_every}
     if args.output is None:
-        count = write_recording(sys.stdout, args.minutes, args.rate, args.seed)
+        count = write_recording(sys.stdout, args.minutes, args.rate, args.seed, **shape)
     else:
-        count = generate_file(args.output, args.minutes, args.rate, args.seed)
+        count = generate_file(args.output, args.minutes, args.rate, args.seed, **shape)
     print(f"wrote {count} events", file=sys.stderr)
     return EXIT_OK
 

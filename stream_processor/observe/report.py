@@ -102,6 +102,8 @@ def summary_text(report: dict[str, Any]) -> str:
             f"repeats     {report['late_replies_dropped']} late replies and "
             f"{report['duplicates_dropped']} duplicate completions dropped (not written)"
         )
+    if report.get("canaries_dropped"):
+        lines.append(f"canaries    {report['canaries_dropped']} EventStreams canary events dropped (not processed)")
     return "\n".join(lines)
 
 

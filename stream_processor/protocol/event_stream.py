@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from stream_processor.core.records import Record
+from stream_processor.protocol.event_meta import stamp_meta
 
 STREAM_PATH = "/v2/stream/recentchange"
 STREAM_PREFIX = "/v2/stream/"
@@ -61,6 +62,8 @@ class StreamRecord(Record):
     stream after it: its id."""
 
     positions: tuple[tuple[str, int], ...] = ()  # (topic, next offset), in the request's order
+    topic: str = TOPIC  # the stream this record is of...
+    topic_offset: int = 0  # ...and its offset there
 
 
 class StreamRequestError(ValueError):
@@ -196,17 +199,27 @@ def _resume_at(position: dict[str, Any]) -> Resume | None:
 # -- the text of events ----------------------------------------------------------------
 
 
-def encode(records: list[Record]) -> bytes:
-    return b"".join(encode_record(record) for record in records)
+def encode(records: list[Record], stamp: bool = False) -> bytes:
+    return b"".join(encode_record(record, stamp) for record in records)
 
 
-def encode_record(record: Record) -> bytes:
-    """An event's text; a record of a comma list of streams names every stream's position."""
+def encode_record(record: Record, stamp: bool = False) -> bytes:
+    """An event's text; a record of a comma list of streams names every stream's position.
+    `stamp`: an event with EventStreams' `meta` gets its topic, partition and offset there
+    (a recording's events; not a followed output's lines, which go out as written)."""
     sse_id = positions_id(record.positions) if isinstance(record, StreamRecord) else event_id(record.offset)
     header = f"id: {sse_id}\n".encode()
     if record.event is not None and b"\r" not in record.raw and _is_utf8(record.raw):
-        return b"event: message\n" + header + b"data: " + record.raw + b"\n\n"
+        data = _stamped(record) if stamp else record.raw
+        return b"event: message\n" + header + b"data: " + data + b"\n\n"
     return b"event: error\n" + header + b"data: " + json.dumps(_not_an_event(record)).encode() + b"\n\n"
+
+
+def _stamped(record: Record) -> bytes:
+    """The line with `meta.topic/partition/offset` saying where this server serves it from."""
+    if isinstance(record, StreamRecord):
+        return stamp_meta(record.raw, record.event, record.topic, 0, record.topic_offset)
+    return stamp_meta(record.raw, record.event, TOPIC, 0, record.offset)
 
 
 def end_event(count: int, offset: int, end_id: str | None = None) -> bytes:

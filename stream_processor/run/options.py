@@ -343,6 +343,13 @@ class StreamOptions(Settings):
         streaming=True,
         help="give up (exit 1) when the server stays unreachable this long; 0 = keep trying (default {default})",
     )
+    keep_canaries: bool = setting(
+        False,
+        "--keep-canaries",
+        streaming=True,
+        help="keep EventStreams' canary events (meta.domain canary, its monitoring's); "
+        "an event stream's are dropped by default, and counted in the report",
+    )
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ def consume(
                 resume_token=resume_token,
                 transport=transport,
                 window=options.stream.max_in_flight,
+                keep_canaries=options.stream.keep_canaries,
             )
             # Everything before the run's start is written: the source's window counts from there,
             # even when a live stream resumes a little back (what comes again is dropped in _feed).

@@ -169,7 +169,7 @@ class ShellBase:
                     log.info("closing event stream %s after --max-connection-s %g", stream.subscriber.id, lifetime)
                     return
                 if isinstance(step, Send):
-                    yield sse.encode(step.records)
+                    yield sse.encode(step.records, stream.stamps_meta)
                     yield TURN
                 elif isinstance(step, Wait):
                     yield _no_later_than(step, closes_at, self.core.clock())

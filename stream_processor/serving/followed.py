@@ -95,6 +95,7 @@ class FollowedOutput:
 
     kind = "?"
     loop = False  # an output is never replayed in a loop
+    stamps_meta = False  # its lines go out as the run wrote them, byte for byte
     latest_time: float | None = None  # not scanned for: see ends_before_time
 
     def __init__(self, shown: str, on_failure: Callable[[], None] | None) -> None:

@@ -73,6 +73,7 @@ class EventStream:
     steps: Iterator[Step]
     headers: list[tuple[str, str]]
     end_id: str | None = None  # the `end` event's id, for a comma list of streams (else the default stream's)
+    stamps_meta: bool = False  # events with EventStreams' meta get their topic, partition and offset filled
 
 
 ACCESS_PATH = "/access"
@@ -158,7 +159,8 @@ def open_stream(
     except Refused as exc:
         return error_response(429, str(exc), cors)
     end_id = merged.end_id() if merged is not None else None
-    return EventStream(subscriber, steps, [*STREAM_HEADERS, *cors], end_id)
+    stamps = (merged or core.recording).stamps_meta
+    return EventStream(subscriber, steps, [*STREAM_HEADERS, *cors], end_id, stamps)
 
 
 def _stream_request(core: ServingCore, request: HttpRequest) -> tuple[Subscription, MergedStreams | None]:

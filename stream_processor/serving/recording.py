@@ -24,6 +24,9 @@ class Replayable(Protocol):
     @property
     def loop(self) -> bool: ...
 
+    @property
+    def stamps_meta(self) -> bool: ...  # its events go out with EventStreams' meta.topic/partition/offset filled
+
     def records_from(self, offset: int) -> Iterator[Record | None]:
         """Records from `offset` on, in offset order. None (a followed output only): nothing
         is committed beyond here yet; the replay looks again shortly (replay_loop.py)."""
@@ -39,6 +42,8 @@ class Replayable(Protocol):
 
 
 class Recording:
+    stamps_meta = True  # a recording's events are served as a stream's: meta says from where
+
     def __init__(self, path: str | Path, loop: bool = False) -> None:
         self.path = Path(path)
         self.loop = loop

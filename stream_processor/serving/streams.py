@@ -109,6 +109,7 @@ class MergedStreams:
     """One request's streams as one `Replayable`, merged by time, from where each starts."""
 
     loop = False
+    stamps_meta = True  # events go out with meta.topic/partition/offset of where they are served from
 
     def __init__(self, streams: list[ServedStream], starts: dict[str, Resume]) -> None:
         self.streams = streams
@@ -132,7 +133,9 @@ class MergedStreams:
             positions[topic] = record.offset + 1
             if merged >= offset:
                 at = tuple((name, positions[name]) for name in order)
-                yield StreamRecord(merged, record.raw, record.event, record.error, record.line, at)
+                yield StreamRecord(
+                    merged, record.raw, record.event, record.error, record.line, at, topic, record.offset
+                )
 
     def _keyed(self, index: int, stream: ServedStream) -> Iterator[tuple[float, int, str, Record]]:
         """A stream's records from its start, keyed for the merge: by time, a line without one

@@ -3,6 +3,11 @@
 Edits arrive as a Poisson process at `rate` per second; each carries `wait`, the
 seconds the reference task spends on it: lognormvariate(log 1, 1) clamped to [0.01, 10].
 Titles and comments include non-ASCII text, written as \\uXXXX escapes like the real feed.
+
+`--format eventstreams` writes the same edits as Wikimedia's EventStreams serves them:
+`$schema` and `meta` first (`meta.topic` and `offset` where this project's server serves
+them from, so it sends each line as it is), and every `canary_every` edits a canary event
+(`meta.domain` is `canary`) as EventStreams' monitoring sends, which clients must drop.
 """
 
 from __future__ import annotations
@@ -10,11 +15,18 @@ from __future__ import annotations
 import json
 import math
 import random
+import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 START_TIMESTAMP = 1_480_000_000  # late 2016, while RCStream still ran
+FORMATS = ("rcstream", "eventstreams")
+DEFAULT_CANARY_EVERY = 100
+SCHEMA = "/mediawiki/recentchange/1.0.0"
+STREAM = "mediawiki.recentchange"
+TOPIC = "eqiad.mediawiki.recentchange"  # where the replay server serves it (protocol/event_stream.py)
 WORDS = [
     "river",
     "history",
@@ -113,14 +125,82 @@ def _user(rng: random.Random) -> str:
     return f"{rng.choice(WORDS).capitalize()}{rng.choice(WORDS).capitalize()}{rng.randint(1, 999)}"
 
 
-def write_recording(stream: IO[str], minutes: float, rate: float, seed: int) -> int:
+def eventstreams_events(
+    minutes: float, rate: float, seed: int, canary_every: int = DEFAULT_CANARY_EVERY
+) -> Iterator[dict[str, Any]]:
+    """The edits of `generate_events` as EventStreams serves them, with a canary after every
+    `canary_every` edits (0: none); `meta.offset` is each line's offset, canaries counted."""
+    ids = random.Random(f"meta-{seed}")  # apart from the edits' own: their values stay the same
+    offset = 0
+    for number, change in enumerate(generate_events(minutes, rate, seed), start=1):
+        yield _with_meta(change, ids, offset, change["server_name"])
+        offset += 1
+        if canary_every and number % canary_every == 0:
+            yield _with_meta(_canary(change), ids, offset, "canary")
+            offset += 1
+
+
+def _with_meta(change: dict[str, Any], ids: random.Random, offset: int, domain: str) -> dict[str, Any]:
+    title = str(change["title"]).replace(" ", "_")
+    meta = {
+        "uri": f"https://{domain}/wiki/{title}",
+        "request_id": str(uuid.UUID(int=ids.getrandbits(128), version=4)),
+        "id": str(uuid.UUID(int=ids.getrandbits(128), version=4)),
+        "dt": datetime.fromtimestamp(change["timestamp"], UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "domain": domain,
+        "stream": STREAM,
+        "topic": TOPIC,
+        "partition": 0,
+        "offset": offset,
+    }
+    return {"$schema": SCHEMA, "meta": meta, **change}
+
+
+def _canary(after: dict[str, Any]) -> dict[str, Any]:
+    """A canary as Wikimedia's monitoring sends one: the same schema, at the time of the edit before it."""
+    return {
+        "id": after["id"],
+        "type": "edit",
+        "namespace": 0,
+        "title": "Canary",
+        "comment": "canary event",
+        "timestamp": after["timestamp"],
+        "user": "canary",
+        "bot": False,
+        "minor": False,
+        "server_url": "https://canary",
+        "server_name": "canary",
+        "server_script_path": "/w",
+        "wiki": "canary",
+        "wait": 0.01,
+    }
+
+
+def write_recording(
+    stream: IO[str],
+    minutes: float,
+    rate: float,
+    seed: int,
+    format: str = "rcstream",
+    canary_every: int = DEFAULT_CANARY_EVERY,
+) -> int:
+    events = generate_events(minutes, rate, seed)
+    if format == "eventstreams":
+        events = eventstreams_events(minutes, rate, seed, canary_every)
     count = 0
-    for event in generate_events(minutes, rate, seed):
+    for event in events:
         stream.write(json.dumps(event) + "\n")
         count += 1
     return count
 
 
-def generate_file(path: str | Path, minutes: float = 5, rate: float = 2.07, seed: int = 1) -> int:
+def generate_file(
+    path: str | Path,
+    minutes: float = 5,
+    rate: float = 2.07,
+    seed: int = 1,
+    format: str = "rcstream",
+    canary_every: int = DEFAULT_CANARY_EVERY,
+) -> int:
     with open(path, "w", encoding="ascii") as stream:
-        return write_recording(stream, minutes, rate, seed)
+        return write_recording(stream, minutes, rate, seed, format, canary_every)

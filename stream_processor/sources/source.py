@@ -75,6 +75,7 @@ def open_source(
     transport: str | None = None,
     reconnect_delay_s: float = 0.2,
     window: int = DEFAULT_WINDOW,
+    keep_canaries: bool = False,
 ) -> ReplayClient | EventStreamClient:
     """A source for `url` (not yet connected); `transport` forces one."""
     if (transport or transport_for(url)) == SSE:
@@ -87,6 +88,7 @@ def open_source(
             resume_token=resume_token,
             reconnect_delay_s=reconnect_delay_s,
             window=window,
+            keep_canaries=keep_canaries,
         )
     return ReplayClient(
         url,

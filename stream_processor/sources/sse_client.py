@@ -281,7 +281,11 @@ class EventStreamClient:
     def _drop_canary(self, event: SseEvent) -> None:
         """Skip a canary: it takes no offset, but a resume goes on after it."""
         if self.canaries_dropped == 0:
-            log.info("dropping EventStreams' canary events (meta.domain is canary) from %s", self.shown_url)
+            log.warning(
+                "dropping EventStreams' canary events (meta.domain is canary: its monitoring's) from %s; "
+                "--keep-canaries keeps them",
+                self.shown_url,
+            )
         self.canaries_dropped += 1
         if event.id is not None:
             self._last_id = event.id

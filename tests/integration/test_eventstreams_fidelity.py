@@ -18,6 +18,7 @@ import pytest
 from httpx_sse import connect_sse
 
 from stream_processor.protocol.event_stream import TOPIC, offset_of_id
+from stream_processor.sources.generate import generate_file
 from tests.conftest import (
     cli_env,
     in_each_async_mode,
@@ -250,3 +251,21 @@ def test_the_npm_eventsource_client_reads_a_comma_list_of_two_streams_across_clo
         "eqiad.mediawiki.recentchange": len(rc),
     }
     assert end["end"]["count"] > 0 and opened >= 4
+
+
+def test_the_server_fills_meta_with_where_it_serves_each_event_from(tmp_path):
+    generate_file(tmp_path / "es.json", minutes=0.2, seed=4, format="eventstreams", canary_every=5)
+    lines = (tmp_path / "es.json").read_bytes().splitlines()
+    moved = [json.loads(line) for line in lines]
+    for event in moved:  # as if cut from a longer recording: the positions no longer match
+        event["meta"].update(topic="codfw.mediawiki.recentchange", offset=event["meta"]["offset"] + 1000)
+    (tmp_path / "moved.json").write_text("".join(json.dumps(event) + "\n" for event in moved))
+    with replay_server(tmp_path / "es.json", "--stream", f"moved={tmp_path / 'moved.json'}") as (url, _):
+        as_recorded, _, _ = read_all(url, "/v2/stream/recentchange")
+        merged, _, _ = read_all(url, "/v2/stream/recentchange,moved")
+    assert [data.encode() for _, data in as_recorded] == lines  # its meta says so already: byte for byte
+    metas = [json.loads(data)["meta"] for _, data in merged]
+    assert sorted((m["topic"], m["offset"]) for m in metas) == sorted(
+        [("eqiad.mediawiki.recentchange", n) for n in range(len(lines))]
+        + [("eqiad.mediawiki.moved", n) for n in range(len(lines))]
+    )

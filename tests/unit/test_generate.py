@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from stream_processor.core.records import check_wait, parse_event
+from stream_processor.protocol.event_meta import is_canary, stamp_meta
+from stream_processor.protocol.event_stream import TOPIC
 from stream_processor.sources.generate import generate_events, generate_file
 
 SHIPPED_RECORDING = Path(__file__).resolve().parents[2] / "sampled_rc.json"
@@ -128,3 +131,48 @@ def test_generated_file_is_ascii_with_unicode_escapes(tmp_path):
 def test_shipped_recording_is_seed_277_serialised_one_event_per_line():
     expected = "".join(json.dumps(event) + "\n" for event in generate_events(5, 2.07, 277)).encode()
     assert SHIPPED_RECORDING.read_bytes() == expected
+
+
+@pytest.fixture(scope="module")
+def eventstreams_lines(tmp_path_factory) -> list[bytes]:
+    path = tmp_path_factory.mktemp("es") / "es.json"
+    generate_file(path, minutes=3, rate=2.07, seed=3, format="eventstreams", canary_every=25)
+    return path.read_bytes().splitlines()
+
+
+def test_the_eventstreams_format_is_the_same_edits_with_schema_meta_and_canaries(eventstreams_lines, five_minutes):
+    events = [json.loads(line) for line in eventstreams_lines]
+    edits = [event for event in events if not is_canary(event)]
+    canaries = [event for event in events if is_canary(event)]
+    assert [{k: v for k, v in e.items() if k not in ("$schema", "meta")} for e in edits] == list(
+        generate_events(3, 2.07, seed=3)
+    )
+    assert len(canaries) == len(edits) // 25 and all(events[26 * n + 25] in canaries for n in range(len(canaries)))
+    assert all(list(event)[:2] == ["$schema", "meta"] for event in events)
+    for offset, event in enumerate(events):
+        meta = event["meta"]
+        assert (meta["stream"], meta["topic"], meta["partition"], meta["offset"]) == (
+            "mediawiki.recentchange",
+            TOPIC,
+            0,
+            offset,
+        )
+        assert datetime.fromisoformat(meta["dt"]).timestamp() == event["timestamp"]
+        assert meta["domain"] == ("canary" if event in canaries else event["server_name"])
+        assert check_wait(event) is None  # the reference task can run every line, canaries too
+    times = [event["timestamp"] for event in events]
+    assert times == sorted(times)  # pacing by time still works
+
+
+def test_the_server_sends_a_generated_eventstreams_line_as_it_is(eventstreams_lines):
+    for offset, line in enumerate(eventstreams_lines):
+        assert stamp_meta(line, json.loads(line), TOPIC, 0, offset) is line
+
+
+def test_the_eventstreams_format_is_reproducible_and_the_default_unchanged(tmp_path):
+    one, two, plain = tmp_path / "1.json", tmp_path / "2.json", tmp_path / "plain.json"
+    generate_file(one, minutes=1, seed=5, format="eventstreams")
+    generate_file(two, minutes=1, seed=5, format="eventstreams")
+    generate_file(plain, minutes=1, seed=5)
+    assert one.read_bytes() == two.read_bytes()
+    assert [json.loads(line) for line in plain.read_bytes().splitlines()] == list(generate_events(1, 2.07, seed=5))
