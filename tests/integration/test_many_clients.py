@@ -20,7 +20,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from stream_processor.protocol.event_stream import STREAM_PATH
+from stream_processor.protocol.event_stream import STREAM_PATH, offset_of_id
 from stream_processor.sources.generate import START_TIMESTAMP, generate_events
 from tests.conftest import WIKIS, expected_offsets, in_each_async_mode, replay_server, write_recording
 from tests.listener import Listener
@@ -68,7 +68,7 @@ def sse_client(url: str, query: str) -> list[int]:
         for event in source.iter_sse():
             if event.event == "end":
                 break
-            offsets.append(json.loads(event.id)[0]["offset"])
+            offsets.append(offset_of_id(event.id))
     return offsets
 
 
