@@ -570,6 +570,35 @@ def postgres(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
     return rows
 
 
+def task_events(broker: Broker, workspace: Workspace) -> list[dict[str, Any]]:
+    """What `--task-events` costs: the same zero-wait events in file mode with Celery's task
+    events off and on, back to back, batching on (the default) and off (`--batch-max 1`: a
+    task per event, so the events' cost at its largest). No monitor listens: each event is
+    published (and, on RabbitMQ, dropped unrouted), as when Flower is not running."""
+    workers, count = workspace.settings.stream_workers, workspace.settings.throughput_events
+    rows = []
+    for batch_max in (None, 1):
+        batching = "batches (default)" if batch_max is None else "--batch-max 1"
+        rates = {}
+        for events_on in (False, True):
+            name = f"task-events-{broker.kind}-{'batches' if batch_max is None else 'single'}-{events_on}"
+            flags = ([] if batch_max is None else ["--batch-max", "1"]) + (["--task-events"] if events_on else [])
+            report = _zero_wait_run("run.py", broker, workspace, name, count, flags)
+            rates[events_on] = report["events"] / report["span_s"]
+        rows.append(
+            {
+                "broker": broker.kind,
+                "workers": workers,
+                "batching": batching,
+                "events": count,
+                "off_events_per_s": round(rates[False], 1),
+                "on_events_per_s": round(rates[True], 1),
+                "kept": _share(rates[True], rates[False]),
+            }
+        )
+    return rows
+
+
 def follow(_broker: None, workspace: Workspace) -> list[dict[str, Any]]:
     """`serve --follow`: a line's delay from its commit to a client (benchmarks/outputs.py)."""
     return outputs.follow_rows(workspace.settings.follow_lines, workspace.settings.follow_rate)
@@ -588,6 +617,7 @@ SCENARIOS: dict[str, Scenario] = {
     "dashboard": dashboard,
     "postgres": postgres,
     "follow": follow,
+    "task-events": task_events,
     "server-rate": server_rate,
     "server-pacing": server_pacing,
     "cluster": cluster,

@@ -133,6 +133,13 @@ COLUMNS: dict[str, list[Column]] = {
         ("result", figure("result_shown")),
         ("target", figure("target_shown")),
     ],
+    "task-events": [
+        *RUN,
+        ("batching", figure("batching")),
+        ("events off ev/s", figure("off_events_per_s", ".0f")),
+        ("events on ev/s", figure("on_events_per_s", ".0f")),
+        ("kept", figure("kept", ".1%")),
+    ],
     "follow": [
         ("figure", figure("figure")),
         ("file output", figure("file_shown")),
@@ -208,6 +215,8 @@ def titles(results: dict[str, Any]) -> dict[str, str]:
         f"back: {settings['postgres_events']} zero-wait events in file mode; the recording streamed with "
         f"--realtime --speed {settings['speed']:g}, time scale {settings['time_scale']:g} (the output adds the "
         "time its writes take: a table's commits)",
+        "task-events": f"task events: {settings['throughput_events']} zero-wait events in file mode with Celery's "
+        "task events off, then on (--task-events), back to back, nothing listening; kept = on / off",
         "follow": f"follow: serve --follow of an output written one line at a time, {settings['follow_lines']} lines "
         f"at {settings['follow_rate']:g} a second, read by the project's SSE client; a line's delay from its commit "
         "(the write returned) to its arrival, one clock",

@@ -21,7 +21,7 @@ from stream_processor.core.ordering import OrderMode
 from stream_processor.core.processor import RunFailed
 from stream_processor.core.records import InputFileError
 from stream_processor.engine.execution import load_function
-from stream_processor.engine.names import BROKER_ENV, DEFAULT_TASK, QUEUE, QUEUE_ENV, TASK_ENV
+from stream_processor.engine.names import BROKER_ENV, DEFAULT_TASK, QUEUE, QUEUE_ENV, TASK_ENV, TASK_EVENTS_ENV
 from stream_processor.engine.processes import StartError
 from stream_processor.engine.workers import DEFAULT_POOL, Pool
 from stream_processor.output.database import DatabaseUnreachable
@@ -261,6 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
         "with threads or gevent, start one such worker per core",
     )
     _add_pool_flag(worker, "how this worker runs")
+    worker.add_argument(
+        "--task-events",
+        action="store_true",
+        help="send Celery's task events and heartbeats, so Flower and Prometheus exporters see its tasks",
+    )
     worker.add_argument("--task", default=None, help=f"function to run (default: ${TASK_ENV}, else the reference)")
     worker.add_argument("--queue", default=QUEUE, help=f"queue to consume (default {QUEUE})")
     worker.add_argument("--loglevel", default="INFO")
@@ -478,8 +483,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     os.environ.update({BROKER_ENV: broker_url, TASK_ENV: task_path, QUEUE_ENV: args.queue})
+    os.environ[TASK_EVENTS_ENV] = "1" if args.task_events else "0"
     concurrency = args.concurrency or default_concurrency(args.pool)
-    command = worker_command(concurrency, args.queue, loglevel=args.loglevel, pool=args.pool)
+    command = worker_command(
+        concurrency, args.queue, loglevel=args.loglevel, pool=args.pool, task_events=args.task_events
+    )
     os.execv(command[0], command)  # become the worker: signals reach Celery directly
 
 

@@ -61,10 +61,12 @@ class CeleryExecutor:
         queue: str = QUEUE,
         start_timeout_s: float = 30.0,
         task_timeout_s: float | None = None,
+        task_events: bool = False,
     ) -> None:
         # No result backend on this side: it would declare a reply queue per thread that
         # nobody consumes. Workers still publish results to our `reply_to` queue.
-        self.app = make_app(broker_url, queue, backend="disabled")
+        # With task events, it sends each task's task-sent event (Flower shows it as sent).
+        self.app = make_app(broker_url, queue, backend="disabled", task_events=task_events)
         self.queue = queue
         self.start_timeout_s = start_timeout_s
         self.task_timeout_s = task_timeout_s

@@ -52,6 +52,7 @@ from stream_processor.engine.names import (
     RUN_QUEUE_PREFIX,
     RUN_QUEUE_TTL_S,
     TASK_ENV,
+    TASK_EVENTS_ENV,
     TASK_NAME,
     VISIBILITY_TIMEOUT_ENV,
 )
@@ -66,10 +67,16 @@ def task_queue(name: str) -> Queue:
     return Queue(name, Exchange(name, type="direct"), routing_key=name, **expiry)
 
 
-def make_app(broker_url: str | None = None, queue: str | None = None, backend: str = "rpc://") -> Celery:
+def make_app(
+    broker_url: str | None = None, queue: str | None = None, backend: str = "rpc://", task_events: bool | None = None
+) -> Celery:
     """The app workers run (results published to each task's reply_to queue), or, with
-    backend="disabled", a submitting client that consumes its reply queue itself."""
+    backend="disabled", a submitting client that consumes its reply queue itself.
+    `task_events` (default: $STREAM_PROCESSOR_TASK_EVENTS is 1): Celery's task events, sent
+    and received, started, succeeded..., which Flower and Prometheus exporters read."""
     broker_url = broker_url or os.environ.get(BROKER_ENV, DEFAULT_BROKER)
+    if task_events is None:
+        task_events = os.environ.get(TASK_EVENTS_ENV) == "1"
     queue = queue or os.environ.get(QUEUE_ENV, QUEUE)
     app = Celery("stream_processor", broker=broker_url, backend=backend)
     app.conf.update(
@@ -106,8 +113,11 @@ def make_app(broker_url: str | None = None, queue: str | None = None, backend: s
             "max_connections": REDIS_MAX_CONNECTIONS,
         },
         worker_hijack_root_logger=False,
-        worker_send_task_events=False,
-        task_send_sent_event=False,
+        # Off unless asked for (--task-events): each task then costs a few event messages
+        # more (see docs/guide/monitoring.md for what that measured).
+        worker_send_task_events=task_events,
+        task_send_sent_event=task_events,
+        event_serializer="json",
     )
     return app
 

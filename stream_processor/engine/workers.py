@@ -29,6 +29,7 @@ from stream_processor.engine.names import (
     QUEUE_ENV,
     READY_FILE_ENV,
     TASK_ENV,
+    TASK_EVENTS_ENV,
     VISIBILITY_TIMEOUT_ENV,
 )
 
@@ -98,8 +99,10 @@ def worker_command(
     hostname: str | None = None,
     loglevel: str = "WARNING",
     pool: Pool = DEFAULT_POOL,
+    task_events: bool = False,
 ) -> list[str]:
-    """The `celery worker` command line this project uses everywhere."""
+    """The `celery worker` command line this project uses everywhere. With `task_events`,
+    it sends Celery's task events and its heartbeats (Flower shows it online)."""
     command = [
         sys.executable, "-m", "celery", "--quiet", "-A", "stream_processor.engine.tasks", "worker",
         # `-P` as Celery's own entry point looks for it, to monkey-patch gevent before anything imports.
@@ -110,7 +113,8 @@ def worker_command(
         "-O", "fair",
         "--prefetch-multiplier", "1",
         "--queues", queue,
-        "--without-gossip", "--without-mingle", "--without-heartbeat",
+        "--without-gossip", "--without-mingle",
+        *(["--task-events"] if task_events else ["--without-heartbeat"]),
         "--loglevel", loglevel,
     ]  # fmt: skip
     if hostname:
@@ -144,8 +148,10 @@ class LocalWorkers:
         verbose: bool = False,
         after_restart: Callable[[float], None] | None = None,
         pool: Pool = DEFAULT_POOL,
+        task_events: bool = False,
     ) -> None:
         self.broker_url = broker_url
+        self.task_events = task_events  # Celery's task events, for Flower and exporters
         self.concurrency = concurrency
         self.pool = Pool(pool)
         self.sizes = worker_processes(self.pool, concurrency)
@@ -198,6 +204,7 @@ class LocalWorkers:
         )
         if self.visibility_timeout_s:
             env[VISIBILITY_TIMEOUT_ENV] = str(self.visibility_timeout_s)
+        env[TASK_EVENTS_ENV] = "1" if self.task_events else "0"
         return env
 
     def _spawn_ready(self, directory: Path) -> subprocess.Popen:
@@ -206,7 +213,7 @@ class LocalWorkers:
         ready_file.unlink(missing_ok=True)
         name = f"stream-processor-{uuid.uuid4().hex[:8]}"
         commands = [
-            worker_command(size, self.queue, f"{name}-{index}@%h", self.loglevel, self.pool)
+            worker_command(size, self.queue, f"{name}-{index}@%h", self.loglevel, self.pool, self.task_events)
             for index, size in enumerate(self.sizes)
         ]
         command = commands[0]

@@ -192,6 +192,12 @@ class EngineOptions(Settings):
         "or greenlets spread over a process per core otherwise); 0 = use workers started elsewhere (default {default})",
     )
     pool: Pool = setting(DEFAULT_POOL, "--pool", kind=POOL, help=pool_help("how the run's own workers run"))
+    task_events: bool = setting(
+        False,
+        "--task-events",
+        help="send Celery's task events (and worker heartbeats), so Flower and Prometheus exporters see "
+        "the run's tasks; each task then costs a few messages more (see docs/guide/monitoring.md)",
+    )
     broker: str | None = setting(
         None,
         "--broker",

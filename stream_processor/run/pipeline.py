@@ -185,7 +185,12 @@ def pipeline(
             queue = f"{RUN_QUEUE_PREFIX}{uuid.uuid4().hex[:12]}"
             stack.callback(delete_queue, broker.url, task_queue(queue))  # runs after the workers stop
         executor = CeleryExecutor(
-            broker.url, engine.task, engine.time_scale, queue, task_timeout_s=engine.task_timeout_s
+            broker.url,
+            engine.task,
+            engine.time_scale,
+            queue,
+            task_timeout_s=engine.task_timeout_s,
+            task_events=engine.task_events,
         )
         processor = StreamProcessor(
             executor,
@@ -275,6 +280,7 @@ def _local_workers(options: RunOptions, broker: brokers.RunBroker, queue: str, g
         on_give_up=give_up,
         verbose=options.observe.verbose,
         pool=engine.pool,
+        task_events=engine.task_events,
         # Only where a task can be lost with its worker: elsewhere asking again only runs it twice.
         after_restart=restarted if broker.may_lose_a_dying_workers_task else None,
     )

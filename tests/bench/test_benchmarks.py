@@ -168,6 +168,16 @@ def test_smoke_benchmark_puts_the_postgresql_output_and_a_followed_output_beside
     _check_outputs(results)
 
 
+def test_smoke_benchmark_puts_a_run_with_task_events_beside_one_without(tmp_path):
+    results = run_benchmarks(["--brokers", "embedded", "--only", "task-events"], tmp_path, timeout=600)
+    rows = results["scenarios"]["task-events"]
+    assert [row["batching"] for row in rows] == ["batches (default)", "--batch-max 1"]
+    for row in rows:
+        assert "error" not in row and row["broker"] == "embedded" and row["events"] > 0
+        assert positive(row["off_events_per_s"], row["on_events_per_s"])
+        assert row["kept"] == pytest.approx(row["on_events_per_s"] / row["off_events_per_s"], rel=0.01)
+
+
 def _check_outputs(results: dict) -> None:
     throughput, realtime = results["scenarios"]["postgres"]
     assert throughput["events"] == results["settings"]["postgres_events"]
