@@ -70,31 +70,33 @@ def test_an_unknown_stream_is_a_400_naming_the_streams_served(small_recording):
         assert answer.status_code == 400 and "mediawiki.recentchange" in answer.json()["error"], answer.text
 
 
-def test_an_id_built_by_hand_resumes_by_offset_or_by_time(tmp_path):
+def test_an_id_built_by_hand_resumes_by_offset_or_by_time_and_then_across_forced_closes(tmp_path):
     lines = [line.decode() for line in paced_recording(tmp_path / "timed.json", count=30, gap_s=2)]
     first_time_ms = json.loads(lines[0])["timestamp"] * 1000
 
     def by_hand(**position) -> dict:
         return {"Last-Event-ID": json.dumps([{"topic": TOPIC, "partition": 0, **position}])}
 
-    with replay_server(tmp_path / "timed.json") as (url, _):
-        by_offset, _, _ = read_all(url, "/v2/stream/recentchange", by_hand(offset=12))  # the next to read: 12
+    paced = "/v2/stream/recentchange?realtime=true&speed=40"  # 18 events 2 s apart: about a second
+    with replay_server(tmp_path / "timed.json", "--max-connection-s", "0.25") as (url, _):
+        by_offset, _, offset_connections = read_all(url, paced, by_hand(offset=12))  # the next to read: 12
         # production's ids hold times (useTimestampForId), in both datacenters' topics
         by_time = json.dumps(
             [
-                {"topic": TOPIC, "partition": 0, "timestamp": first_time_ms + 2 * 20 * 1000},
+                {"topic": TOPIC, "partition": 0, "timestamp": first_time_ms + 2 * 12 * 1000},
                 {"topic": "codfw.mediawiki.recentchange", "partition": 0, "timestamp": first_time_ms},
             ]
         )
-        by_timestamp, _, _ = read_all(url, "/v2/stream/recentchange", {"Last-Event-ID": by_time})
+        by_timestamp, _, time_connections = read_all(url, paced, {"Last-Event-ID": by_time})
         other_topic = httpx.get(
             f"{url}/v2/stream/recentchange",
             headers={"Last-Event-ID": json.dumps([{"topic": "eqiad.mediawiki.page-create", "offset": 1}])},
             timeout=10,
         )
-    assert [data for _, data in by_offset] == lines[12:]
-    assert [offset for offset, _ in by_offset] == list(range(12, 30))
-    assert [data for _, data in by_timestamp] == lines[20:]
+    for received, connections in ((by_offset, offset_connections), (by_timestamp, time_connections)):
+        assert [data for _, data in received] == lines[12:]  # nothing lost or repeated across the closes
+        assert [offset for offset, _ in received] == list(range(12, 30))
+        assert connections >= 3, connections
     assert other_topic.status_code == 404 and "page-create" in other_topic.json()["error"]
 
 
