@@ -134,7 +134,7 @@ def parse_positions(text: str, streams: list[str]) -> dict[str, Resume]:
     position, 404 for a topic that is not one of these streams'."""
     owners = _topic_owners(streams)
     positions = _positions(text)
-    foreign = sorted({str(p.get("topic"))[:80] for p in positions if p.get("topic") not in owners})
+    foreign = sorted({p["topic"][:80] for p in positions if p["topic"] not in owners})
     if foreign:
         known = ", ".join(topic for topic in owners if topic != LEGACY_TOPIC)
         raise StreamRequestError(
@@ -173,9 +173,15 @@ def _positions(text: str) -> list[dict[str, Any]]:
         positions = json.loads(text)
     except (ValueError, RecursionError):
         raise StreamRequestError(f"Last-Event-ID is not JSON: {text!r:.80}") from None
-    if not isinstance(positions, list) or not all(isinstance(p, dict) for p in positions) or not positions:
+    # Every field is checked for its type before it is used: an id is valid JSON shaped at will
+    # (a topic that is an object is unhashable, and was once a 500).
+    if not isinstance(positions, list) or not positions or not all(_has_a_topic(p) for p in positions):
         raise StreamRequestError("Last-Event-ID must be a JSON array of {topic, partition, offset or timestamp}")
     return positions
+
+
+def _has_a_topic(position: object) -> bool:
+    return isinstance(position, dict) and isinstance(position.get("topic"), str)
 
 
 def _resume_at(position: dict[str, Any]) -> Resume | None:

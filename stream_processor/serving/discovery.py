@@ -3,7 +3,9 @@ document at `/?spec` (as EventStreams serves it: tools and its own UI read the s
 from `paths["/v2/stream/{streams}"].get.parameters[0].schema.items.enum`), and the page at
 `/v2/ui` that lists the streams and shows one live (observe/web/streams.*).
 
-Neither holds data: both are served without a token, as the pages' files are.
+The page's files hold no data and are served without a token, as every page's are; the spec
+names the streams served (the operator's choice of recordings), so it needs the token as
+every data endpoint does, and the page asks for it.
 """
 
 from __future__ import annotations

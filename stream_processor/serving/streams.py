@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,9 @@ from stream_processor.protocol.event_stream import (
 from stream_processor.serving.recording import Recording, Replayable
 
 WIKIMEDIA_PREFIX = "mediawiki."
+# A name a client can ask for in a path as it is, no escaping (`?`, `%`, `,`, `/` and
+# non-ASCII would be unreachable or ambiguous); Wikimedia's names all fit.
+STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class StreamError(ValueError):
@@ -97,8 +101,10 @@ def open_catalog(recording: Replayable, streams: list[str], loop: bool) -> Strea
     extra: dict[str, Replayable] = {}
     for spec in streams:
         given, sep, path = spec.partition("=")
-        if not sep or not given or not path or "," in given or "/" in given:
-            raise StreamError(f"--stream takes NAME=FILE (a name without , or /), not {spec!r:.80}")
+        if not sep or not path or not STREAM_NAME.fullmatch(given):
+            raise StreamError(
+                f"--stream takes NAME=FILE, NAME of letters, digits, '.', '_' and '-' (at most 100), not {spec!r:.80}"
+            )
         if given in extra:
             raise StreamError(f"--stream {given} is given twice")
         extra[given] = Recording(Path(path))

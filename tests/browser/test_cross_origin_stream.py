@@ -1,7 +1,7 @@
 """A page from another origin reads the event stream in a real headless Chromium, as pages
 read the public EventStreams: `serve --cors-origin '*'`, the browser's own EventSource,
 closed on by `--max-connection-s` and resumed by the browser with Last-Event-ID; and the
-server's own streams page (/v2/ui), which lists the streams from /?spec."""
+server's own streams page (/v2/ui), which lists the streams from /?spec (with the token, if set)."""
 
 from __future__ import annotations
 
@@ -81,3 +81,20 @@ def test_the_streams_page_lists_the_streams_and_shows_one_live(headless, tmp_pat
         shown = page.locator("#events li").all_inner_texts()
         assert shown == list(reversed(lines))  # newest first, as text
         assert browser.problems == []
+
+
+def test_the_streams_page_asks_for_the_token_before_it_lists_the_streams(headless, tmp_path):
+    lines = [line.decode() for line in paced_recording(tmp_path / "rc.json", count=5)]
+    with replay_server(tmp_path / "rc.json", "--token", "s3cret") as (url, _), headless.HeadlessChromium() as browser:
+        page = browser.page(f"{url}/v2/ui")
+        wait_until(lambda: text(page, "status").startswith("needs its token"), timeout=30, message="the prompt")
+        assert page.locator("#streams input").count() == 0  # the names are the token's to see
+        page.fill("#token", "wrong")
+        page.click("#streams-form button")
+        wait_until(lambda: text(page, "status") == "the token was refused", timeout=30, message="the refusal")
+        page.fill("#token", "s3cret")
+        page.click("#streams-form button")  # lists the streams, then opens recentchange (ticked)
+        wait_until(lambda: text(page, "status") == "the replay ended", timeout=30, message="the replay's end")
+        shown = page.locator("#events li").all_inner_texts()
+        assert shown == list(reversed(lines))
+        assert browser.problems == []  # asking for the token is no failed request

@@ -108,13 +108,15 @@ def test_unknown_query_parameters_are_ignored_and_known_ones_still_checked(small
     assert bad_speed.status_code == 400 and "speed" in bad_speed.json()["error"]
 
 
-def test_the_spec_lists_the_streams_where_tools_read_them_and_the_ui_page_is_served(small_recording):
+def test_the_spec_lists_the_streams_where_tools_read_them_with_the_token_and_the_ui_page_is_served(small_recording):
     with replay_server(small_recording, "--token", "s3cret") as (url, _):
-        spec = httpx.get(f"{url}/?spec", timeout=10)
+        spec_without_token = httpx.get(f"{url}/?spec", timeout=10)
+        spec = httpx.get(f"{url}/?spec", headers={"Authorization": "Bearer s3cret"}, timeout=10)
         page = httpx.get(f"{url}/v2/ui", timeout=10)
         script = httpx.get(f"{url}/v2/streams.js", timeout=10)
         stream = httpx.get(f"{url}/v2/stream/recentchange", timeout=10)
-    assert spec.status_code == 200  # no data in it: no token, as the pages
+    assert spec_without_token.status_code == 401  # it names the streams served: the token, as all data
+    assert spec.status_code == 200
     enum = spec.json()["paths"]["/v2/stream/{streams}"]["get"]["parameters"][0]["schema"]["items"]["enum"]
     assert enum == ["mediawiki.recentchange", "recentchange"]
     assert page.status_code == 200 and "streams.js" in page.text and script.status_code == 200

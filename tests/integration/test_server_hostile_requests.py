@@ -196,6 +196,12 @@ HOSTILE_REQUESTS = {
     "a header of 100 kB": b"GET /status HTTP/1.1\r\nX-Big: " + b"a" * 100_000,
     "1000 headers": b"GET /status HTTP/1.1\r\n" + b"\r\n".join(b"X-H%d: v" % i for i in range(1000)),
     "two Last-Event-IDs": b"GET /v2/stream/recentchange HTTP/1.1\r\nLast-Event-ID: [{}]\r\nLast-Event-ID: 5",
+    "a Last-Event-ID whose topic is an object": b"GET /v2/stream/recentchange HTTP/1.1\r\n"
+    b'Last-Event-ID: [{"topic": {"a": 1}, "partition": 0, "offset": 0}]',
+    "a Last-Event-ID whose topic is a list, on a comma list": b"GET /v2/stream/recentchange,recentchange/ HTTP/1.1"
+    b'\r\nLast-Event-ID: [{"topic": [], "offset": 0}]',
+    "a Last-Event-ID whose partition is an object": b"GET /v2/stream/recentchange HTTP/1.1\r\n"
+    b'Last-Event-ID: [{"topic": "eqiad.mediawiki.recentchange", "partition": {}, "offset": 0}]',
     "a header line without a colon": b"GET /status HTTP/1.1\r\ngarbage",
     "a folded header": b"GET /status HTTP/1.1\r\nX-A: a\r\n b",
     "a websocket upgrade elsewhere": b"GET /status HTTP/1.1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x",

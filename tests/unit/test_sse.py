@@ -7,6 +7,8 @@ import json
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from stream_processor.core.records import Record
 from stream_processor.protocol.event_stream import (
@@ -19,6 +21,7 @@ from stream_processor.protocol.event_stream import (
     event_id,
     offset_of_id,
     parse_last_event_id,
+    parse_positions,
     position_id,
 )
 from stream_processor.serving.sse_request import parse_since, parse_stream_request
@@ -110,6 +113,36 @@ def test_a_bogus_last_event_id_is_refused_saying_why(bogus):
     with pytest.raises(StreamRequestError) as refused:
         parse_last_event_id(bogus)
     assert 0 < len(str(refused.value)) < 300
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=8,
+)
+plausible = st.sampled_from([TOPIC, CODFW, LEGACY_TOPIC, "eqiad.mediawiki.revision-create", 0, 1, -1, 0.0, 10**20])
+positions = st.lists(
+    st.dictionaries(
+        st.sampled_from(["topic", "partition", "offset", "timestamp", "extra"]), plausible | json_values, max_size=4
+    ),
+    max_size=3,
+)
+STREAMS = ["mediawiki.recentchange", "mediawiki.revision-create"]
+
+
+@given(shaped=positions | json_values, streams=st.sampled_from([STREAMS[:1], STREAMS]))
+def test_any_json_as_an_id_resumes_somewhere_or_is_a_400_or_404_never_a_crash(shaped, streams):
+    text = json.dumps(shaped)  # NaN and Infinity too: json.loads takes them
+    try:
+        resumes = parse_positions(text, streams)
+    except StreamRequestError as refused:
+        assert refused.status in (400, 404) and 0 < len(str(refused)) < 300
+    else:
+        assert resumes and set(resumes) <= set(streams)
+        for resume in resumes.values():
+            assert (resume.since is None and resume.offset >= 0) or resume.since >= 0
+    offset = offset_of_id(text)
+    assert offset is None or isinstance(offset, int)
 
 
 @pytest.mark.parametrize(

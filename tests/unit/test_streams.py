@@ -127,6 +127,14 @@ def test_an_id_of_a_merge_is_refused_with_404_by_a_request_for_one_of_its_stream
         (["x=FILE", "x=FILE"], False, "twice"),
         (["no-equals"], False, "NAME=FILE"),
         (["a,b=FILE"], False, "NAME=FILE"),
+        (["a/b=FILE"], False, "NAME=FILE"),
+        (["a?b=FILE"], False, "NAME=FILE"),  # a client could never ask for it
+        (["a%20b=FILE"], False, "NAME=FILE"),
+        (["\u00e9t\u00e9=FILE"], False, "NAME=FILE"),
+        ([".hidden=FILE"], False, "NAME=FILE"),
+        (["=FILE"], False, "NAME=FILE"),
+        (["x" * 101 + "=FILE"], False, "NAME=FILE"),
+        (["x="], False, "NAME=FILE"),
         (["x=FILE"], True, "--loop"),
     ],
 )

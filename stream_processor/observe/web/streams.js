@@ -7,18 +7,31 @@
   const $ = (id) => document.getElementById(id);
   let source = null;
   let received = 0;
+  let listed = false;
 
   function setStatus(state, text) {
     $("status").dataset.state = state;
     $("status").textContent = text;
   }
 
+  // The spec names the streams served: with a token set on the server, it needs the token
+  // too. /access (no data, always 200) says whether ours will do, so asking never shows up as
+  // a failed request.
   async function listStreams() {
-    const response = await fetch("../?spec", { cache: "no-store" });
+    const token = $("token").value;
+    const query = token ? `?token=${encodeURIComponent(token)}` : "";
+    const access = await (await fetch(`../access${query}`, { cache: "no-store" })).json();
+    if (access.token_needed && !access.accepted) {
+      $("token").focus();
+      return setStatus("token", token ? "the token was refused" : "needs its token: enter it, then Open");
+    }
+    const headers = token ? { Authorization: `Bearer ${token}` } : {};
+    const response = await fetch("../?spec", { cache: "no-store", headers });
     if (!response.ok) return setStatus("reconnecting", `the server answered ${response.status}`);
     const spec = await response.json();
     const names = spec.paths["/v2/stream/{streams}"].get.parameters[0].schema.items.enum;
     $("streams").append(...names.map(choice));
+    listed = true;
     setStatus("live", `${names.length} streams`);
   }
 
@@ -32,8 +45,10 @@
     return label;
   }
 
-  function open(event) {
+  async function open(event) {
     event.preventDefault();
+    if (!listed) await listStreams(); // with the token just entered
+    if (!listed) return;
     if (source) source.close();
     const names = [...$("streams").querySelectorAll("input:checked")].map((box) => box.value);
     if (!names.length) return setStatus("reconnecting", "choose a stream");
@@ -57,6 +72,8 @@
     $("count").textContent = `(${++received} received)`;
   }
 
-  $("streams-form").addEventListener("submit", open);
+  $("streams-form").addEventListener("submit", (event) =>
+    open(event).catch((error) => setStatus("reconnecting", `cannot read /?spec (${error.message})`)),
+  );
   listStreams().catch((error) => setStatus("reconnecting", `cannot read /?spec (${error.message})`));
 })();
