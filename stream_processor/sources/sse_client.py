@@ -16,8 +16,8 @@ Canaries: EventStreams sends canary events (`meta.domain == "canary"`, its own m
 that every client should drop. This one drops them, counts them (`canaries_dropped`, in
 the run's report) and says so once in the log; `keep_canaries` keeps them.
 
-Reconnecting: after a drop it waits the stream's `retry:` time if the server set one (else
-`reconnect_delay_s`), doubling after each failed attempt.
+Reconnecting: after a drop it waits the stream's `retry:` time if the server set one (taken
+between 100 ms and 60 s; else `reconnect_delay_s`), doubling after each failed attempt.
 
 Offsets: events are numbered in arrival order from the resume point. For this
 project's unfiltered stream that is the server's own offset (its ids carry it); a live
@@ -58,6 +58,9 @@ USER_AGENT = "stream_processor/0.1 (stream-processor consume; python-requests)"
 RECONNECT_DELAY_S = 0.2
 RECONNECT_DELAY_MAX_S = 2.0
 MAX_RETRY_MS = 60_000  # a server's `retry:` beyond a minute is taken as a minute
+# ... and below 100 ms as 100 ms: `retry: 0` from a server that closes at once (or answers
+# 5xx) would have the client reconnect in a loop as fast as the network goes.
+MIN_RETRY_MS = 100
 READ_BYTES = 64 * 1024  # at most this much of a chunk at a time: a huge HTTP chunk is not read whole
 
 
@@ -223,7 +226,10 @@ class EventStreamClient:
                 response = self._open()
             except ConnectionError as exc:
                 log.warning("%s; trying again", exc)
-                delay = min(delay * 2, max(RECONNECT_DELAY_MAX_S, self.reconnect_delay_s, self._retry_s or 0.0))
+                delay = min(
+                    max(delay * 2, MIN_RETRY_MS / 1000),
+                    max(RECONNECT_DELAY_MAX_S, self.reconnect_delay_s, self._retry_s or 0.0),
+                )
                 continue
             self.reconnects += 1
             self._disconnected_at = None
@@ -244,7 +250,7 @@ class EventStreamClient:
             return False
         finally:
             if parser.retry_ms is not None:  # the stream's reconnection time, for the next reconnect
-                self._retry_s = min(parser.retry_ms, MAX_RETRY_MS) / 1000
+                self._retry_s = min(max(parser.retry_ms, MIN_RETRY_MS), MAX_RETRY_MS) / 1000
 
     def _take(self, event: SseEvent) -> bool:
         """Put one event in the inbox once the window has room for it; True for `end`, or once closing."""

@@ -77,3 +77,20 @@ def test_a_client_told_to_keep_canaries_keeps_them():
             client.close()
     assert [json.loads(change.line).get("meta", {}).get("domain") for change in changes] == ["canary", None]
     assert client.canaries_dropped == 0
+
+
+def test_a_retry_of_zero_does_not_make_the_client_reconnect_in_a_loop():
+    # A server that says `retry: 0` and closes at once, again and again: the client waits at
+    # least 100 ms between connections, not as fast as the network goes.
+    empty = b"retry: 0\n\n:ok\n\n"
+    last = event(0, {"id": 0}) + b'event: end\ndata: {"count": 1, "offset": 1}\n\n'
+    with scripted_server([empty] * 5 + [last]) as (url, opened, _):
+        client = EventStreamClient(url, reconnect_delay_s=0.05)
+        client.connect()
+        try:
+            changes, _ = received(client)
+        finally:
+            client.close()
+    assert [json.loads(change.line)["id"] for change in changes] == [0]
+    gaps = [later - earlier for earlier, later in zip(opened, opened[1:], strict=False)]
+    assert len(gaps) == 5 and min(gaps[1:]) >= 0.09, gaps  # the first gap is reconnect_delay_s (no retry yet)
