@@ -52,7 +52,8 @@ LEGACY_TOPIC = "stream_processor.recentchange"  # ids before 0.2: the event's ow
 OPENING = b":ok\n\n"  # as EventStreams opens its streams: the client knows it is connected
 HEARTBEAT = b":\n\n"  # a comment: keeps an idle connection (and proxies) open, no event
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
-MAX_ID_CHARS = 2000
+MAX_ID_CHARS = 2000  # a Last-Event-ID's length, or ID_CHARS_PER_STREAM per stream asked for if more:
+ID_CHARS_PER_STREAM = 350  # the ids a merge sends name every stream (two datacenters' entries each, elsewhere)
 MAX_TIMESTAMP_MS = 10**16  # a Last-Event-ID's `timestamp`, as `since`
 
 
@@ -133,7 +134,7 @@ def parse_positions(text: str, streams: list[str]) -> dict[str, Resume]:
     datacenter's topic. Raises StreamRequestError: 400 for what is not an id or names no
     position, 404 for a topic that is not one of these streams'."""
     owners = _topic_owners(streams)
-    positions = _positions(text)
+    positions = _positions(text, max(MAX_ID_CHARS, ID_CHARS_PER_STREAM * len(streams)))
     foreign = sorted({p["topic"][:80] for p in positions if p["topic"] not in owners})
     if foreign:
         known = ", ".join(topic for topic in owners if topic != LEGACY_TOPIC)
@@ -166,9 +167,9 @@ def _topic_owners(streams: list[str]) -> dict[str, str]:
     return owners
 
 
-def _positions(text: str) -> list[dict[str, Any]]:
-    if len(text) > MAX_ID_CHARS:
-        raise StreamRequestError(f"Last-Event-ID is {len(text)} characters; at most {MAX_ID_CHARS}")
+def _positions(text: str, max_chars: int) -> list[dict[str, Any]]:
+    if len(text) > max_chars:
+        raise StreamRequestError(f"Last-Event-ID is {len(text)} characters; at most {max_chars} here")
     try:
         positions = json.loads(text)
     except (ValueError, RecursionError):

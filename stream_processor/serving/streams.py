@@ -40,6 +40,10 @@ WIKIMEDIA_PREFIX = "mediawiki."
 # A name a client can ask for in a path as it is, no escaping (`?`, `%`, `,`, `/` and
 # non-ASCII would be unreachable or ambiguous); Wikimedia's names all fit.
 STREAM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+# Streams one server serves, the recording too: a merge of all of them sends ids naming
+# each (about 155 characters apiece at most), which must fit one header line as clients
+# send them back (eventlet takes 8 KB).
+MAX_STREAMS = 32
 
 
 class StreamError(ValueError):
@@ -98,6 +102,8 @@ def open_catalog(recording: Replayable, streams: list[str], loop: bool) -> Strea
     """The catalog for `serve --stream NAME=FILE ...` beside the recording."""
     if streams and loop:
         raise StreamError("--loop replays one recording forever; it cannot merge --stream recordings by time")
+    if len(streams) >= MAX_STREAMS:
+        raise StreamError(f"--stream is given {len(streams)} times; a server serves at most {MAX_STREAMS} streams")
     extra: dict[str, Replayable] = {}
     for spec in streams:
         given, sep, path = spec.partition("=")

@@ -273,3 +273,40 @@ def test_the_server_fills_meta_with_where_it_serves_each_event_from(tmp_path):
         [("eqiad.mediawiki.recentchange", n) for n in range(len(lines))]
         + [("eqiad.mediawiki.moved", n) for n in range(len(lines))]
     )
+
+
+def test_a_merge_of_as_many_streams_as_a_server_serves_resumes_from_its_own_longest_ids(tmp_path):
+    # 32 streams (the most a server serves), names of 100 characters: each id names all 32
+    # positions, about 5 kB, and must come back as a Last-Event-ID the server takes (its
+    # parser's limit, and the HTTP server's header line). One event per connection: every
+    # id is sent back once.
+    names = [f"s{i:02d}-" + "x" * 96 for i in range(31)]
+    lines = paced_recording(tmp_path / "rc.json", count=2)
+    specs = []
+    for i, name in enumerate(names):
+        lines += paced_recording(tmp_path / f"{i}.json", count=2, seed=100 + i)
+        specs += ["--stream", f"{name}={tmp_path / f'{i}.json'}"]
+    received: list[bytes] = []
+    last_id, longest = None, 0
+    with replay_server(tmp_path / "rc.json", *specs) as (url, _), httpx.Client(timeout=30) as client:
+        path = "/v2/stream/" + ",".join(["recentchange", *names])
+        for _ in range(len(lines) + 1):
+            resume = {"Last-Event-ID": last_id} if last_id else {}
+            with connect_sse(client, "GET", f"{url}{path}", headers=resume) as source:
+                assert source.response.status_code in (200, 204), source.response.read()
+                event = next(iter(source.iter_sse()), None) if source.response.status_code == 200 else None
+            if event is None or event.event == "end":
+                break
+            received.append(event.data.encode())
+            last_id, longest = event.id, max(longest, len(event.id))
+    assert sorted(received) == sorted(lines)  # each once, across 64 connections
+    assert len(json.loads(last_id)) == 32 and longest > 4000
+
+
+def test_a_server_refuses_more_streams_than_it_can_name_in_one_id(tmp_path):
+    paced_recording(tmp_path / "rc.json", count=1)
+    specs = [arg for i in range(32) for arg in ("--stream", f"s{i}={tmp_path / 'rc.json'}")]
+    refused = run_script(
+        "socket_server.py", ["--input", str(tmp_path / "rc.json"), "--port", "0", *specs], tmp_path, 30
+    )
+    assert refused.returncode == 2 and "at most 32 streams" in refused.stderr, refused.stderr
