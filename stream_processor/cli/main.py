@@ -301,9 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--canary-every",
         type=_non_negative_int,
-        default=100,
+        default=None,
         metavar="N",
-        help="with --format eventstreams, a canary event after every N edits (0: none; default %(default)s)",
+        help="with --format eventstreams, a canary event after every N edits (0: none; default 100)",
     )
     return parser
 
@@ -508,7 +508,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from stream_processor.sources.generate import generate_file, write_recording
 
+    if args.canary_every is not None and args.format != "eventstreams":
+        raise UsageError("--canary-every adds canaries to --format eventstreams; RCStream's changes have none")
     shape = {"format": args.format, "canary_every": args.canary_every}
+    if args.canary_every is None:
+        del shape["canary_every"]  # the generator's default
     if args.output is None:
         count = write_recording(sys.stdout, args.minutes, args.rate, args.seed, **shape)
     else:

@@ -1181,3 +1181,12 @@ def test_a_bad_line_after_blank_lines_is_named_by_its_true_line_number(tmp_path,
     assert len(written) == 5
     assert json.loads(written[3])["offset"] == 3
     assert verify(recording, output).returncode == 0
+
+
+def test_canary_every_without_the_eventstreams_format_is_a_usage_error_and_writes_nothing(tmp_path):
+    # A flag that would do nothing is refused, not ignored: RCStream's changes have no canaries.
+    output = tmp_path / "rc.json"
+    command = [sys.executable, "-m", "stream_processor", "generate", "--canary-every", "3", "--output", str(output)]
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--format eventstreams" in refused.stderr, refused.stderr
+    assert not output.exists()
