@@ -24,6 +24,7 @@ from typing import Any
 from benchmarks import ideals
 from benchmarks.brokers import Broker
 from benchmarks.runs import RunFailed, run_and_report
+from harness.postgres_instance import drop_output_table
 
 POSTGRES_URL_ENV = "STREAM_PROCESSOR_POSTGRES_URL"
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -39,15 +40,11 @@ def postgres_url() -> str:
 @contextmanager
 def scratch_table(prefix: str) -> Iterator[str]:
     """A fresh table name for one run, dropped (with its checkpoint row) afterwards."""
-    import psycopg
-
     table = f"bench_{prefix.replace('-', '_')}_{uuid.uuid4().hex[:10]}"
     try:
         yield table
     finally:
-        with psycopg.connect(postgres_url(), autocommit=True) as connection:
-            connection.execute(f"DROP TABLE IF EXISTS {table}")
-            connection.execute("DELETE FROM stream_processor_checkpoints WHERE output_table = %s", (f"public.{table}",))
+        drop_output_table(postgres_url(), table)
 
 
 def output_runs(

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
+from harness.postgres_instance import drop_output_table
 from stream_processor.core.contracts import Change, End
 from stream_processor.output.database import DatabaseOutput
 from stream_processor.output.postgres_sink import PostgresSink
@@ -102,18 +103,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def measure_table(args: argparse.Namespace, async_mode: str) -> list[float]:
-    import psycopg
-
     table = f"follow_latency_{uuid.uuid4().hex}"
     url = f"{args.postgres}?table={table}"
     try:
         return measure(url, partial(PostgresSink, DatabaseOutput.parse(url)), args.lines, args.rate, async_mode)
     finally:
-        with psycopg.connect(args.postgres, autocommit=True) as connection:
-            connection.execute(f"DROP TABLE IF EXISTS public.{table}")
-            connection.execute(
-                "DELETE FROM public.stream_processor_checkpoints WHERE output_table = %s", (f"public.{table}",)
-            )
+        drop_output_table(args.postgres, table)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from stream_processor.output.database import CHECKPOINTS_TABLE
+
 log = logging.getLogger(__name__)
 
 POSTGRES_BIN = Path(os.environ.get("STREAM_PROCESSOR_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
@@ -283,3 +285,17 @@ def private_postgres(base: Path | None = None, password: str | None = None) -> I
         yield instance
     finally:
         instance.destroy()
+
+
+def drop_output_table(url: str, table: str, schema: str = "public") -> None:
+    """Drop a results table and its checkpoint row, if they exist: on a fresh database the
+    checkpoints table is only there once some run has written to PostgreSQL."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
+        connection.execute(f'DROP TABLE IF EXISTS "{schema}"."{table}"')
+        found = connection.execute("SELECT to_regclass(%s)", (f"{schema}.{CHECKPOINTS_TABLE}",)).fetchone()
+        if found is not None and found[0] is not None:
+            connection.execute(
+                f'DELETE FROM "{schema}".{CHECKPOINTS_TABLE} WHERE output_table = %s', (f"{schema}.{table}",)
+            )

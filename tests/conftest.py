@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.postgres_instance import drop_output_table
 from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES
 from stream_processor.sources.generate import START_TIMESTAMP, generate_events, generate_file
 
@@ -397,18 +398,6 @@ def postgres_url() -> str:
             pytest.fail(f"PostgreSQL is required (STREAM_PROCESSOR_REQUIRE_POSTGRES=1) but unreachable: {reason}")
         pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_URL} ({reason})")
     return POSTGRES_URL
-
-
-def drop_output_table(url: str, table: str, schema: str = "public") -> None:
-    """Drop a results table and its checkpoint row, if they exist."""
-    import psycopg
-
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
-        connection.execute(f'DROP TABLE IF EXISTS "{schema}"."{table}"')
-        if connection.execute("SELECT to_regclass(%s)", (f"{schema}.stream_processor_checkpoints",)).fetchone()[0]:
-            connection.execute(
-                f'DELETE FROM "{schema}".stream_processor_checkpoints WHERE output_table = %s', (f"{schema}.{table}",)
-            )
 
 
 @pytest.fixture

@@ -16,13 +16,14 @@ import json
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from harness.postgres_instance import free_port
+from harness.postgres_instance import drop_output_table, free_port
 from stream_processor.sources.generate import generate_file
 from tests.conftest import ROOT, run_script, wait_until, write_recording
 from tests.e2e.test_misuse import Background, one_line
@@ -416,3 +417,20 @@ def test_a_fresh_run_over_an_existing_output_replaces_its_rows(postgres_url, pg_
     assert stored["header"]["input"]["events"] == 12
     assert_exact(postgres_url, pg_table, second, "total")
     assert verify_cli(first, url).returncode != 0
+
+
+def test_tidying_an_output_away_works_on_a_database_no_run_has_written_to(postgres_url):
+    # Tests and benchmarks drop their tables with drop_output_table; on a fresh database (a fresh
+    # CI machine) the checkpoints table does not exist yet, and the tidy must not fail for it.
+    schema = f"fresh_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_url, autocommit=True) as connection:
+        connection.execute(f'CREATE SCHEMA "{schema}"')
+        connection.execute(f'CREATE TABLE "{schema}".results (x int)')
+    try:
+        drop_output_table(postgres_url, "results", schema)
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            left = connection.execute("SELECT to_regclass(%s)", (f"{schema}.results",)).fetchone()
+        assert left == (None,)
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as connection:
+            connection.execute(f'DROP SCHEMA "{schema}" CASCADE')

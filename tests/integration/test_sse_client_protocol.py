@@ -48,17 +48,23 @@ def received(client: EventStreamClient, timeout: float = 30) -> tuple[list[Chang
         changes.append(item)
 
 
+def read_to_the_end(url: str, **options) -> tuple[EventStreamClient, list[Change]]:
+    """A client of `url` with these options, its changes up to `end`, and the client (closed)."""
+    client = EventStreamClient(url, **options)
+    client.connect()
+    try:
+        changes, _ = received(client)
+    finally:
+        client.close()
+    return client, changes
+
+
 def test_the_client_waits_the_servers_retry_time_strips_a_bom_and_drops_canaries():
     # The BOM comes right before `retry`: kept, it would make the field "\ufeffretry", ignored.
     first = b"\xef\xbb\xbfretry: 1500\n\n:ok\n\n" + event(0, {"id": 0}) + event(1, CANARY) + event(2, {"id": 2})
     second = event(3, {"id": 3}) + b'event: end\ndata: {"count": 1, "offset": 4}\n\n'
     with scripted_server([first, second]) as (url, opened, last_ids):
-        client = EventStreamClient(url, reconnect_delay_s=0.05)
-        client.connect()
-        try:
-            changes, _ = received(client)
-        finally:
-            client.close()
+        client, changes = read_to_the_end(url, reconnect_delay_s=0.05)
     assert [json.loads(change.line)["id"] for change in changes] == [0, 2, 3]  # the canary is not among them
     assert [change.offset for change in changes] == [0, 1, 2]  # numbered without it
     assert client.canaries_dropped == 1
@@ -69,12 +75,7 @@ def test_the_client_waits_the_servers_retry_time_strips_a_bom_and_drops_canaries
 def test_a_client_told_to_keep_canaries_keeps_them():
     body = event(0, CANARY) + event(1, {"id": 1}) + b'event: end\ndata: {"count": 2, "offset": 2}\n\n'
     with scripted_server([body]) as (url, _, _):
-        client = EventStreamClient(url, keep_canaries=True)
-        client.connect()
-        try:
-            changes, _ = received(client)
-        finally:
-            client.close()
+        client, changes = read_to_the_end(url, keep_canaries=True)
     assert [json.loads(change.line).get("meta", {}).get("domain") for change in changes] == ["canary", None]
     assert client.canaries_dropped == 0
 
@@ -85,12 +86,7 @@ def test_a_retry_of_zero_does_not_make_the_client_reconnect_in_a_loop():
     empty = b"retry: 0\n\n:ok\n\n"
     last = event(0, {"id": 0}) + b'event: end\ndata: {"count": 1, "offset": 1}\n\n'
     with scripted_server([empty] * 5 + [last]) as (url, opened, _):
-        client = EventStreamClient(url, reconnect_delay_s=0.05)
-        client.connect()
-        try:
-            changes, _ = received(client)
-        finally:
-            client.close()
+        client, changes = read_to_the_end(url, reconnect_delay_s=0.05)
     assert [json.loads(change.line)["id"] for change in changes] == [0]
     gaps = [later - earlier for earlier, later in zip(opened, opened[1:], strict=False)]
     assert len(gaps) == 5 and min(gaps[1:]) >= 0.09, gaps  # the first gap is reconnect_delay_s (no retry yet)
