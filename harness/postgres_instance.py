@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from stream_processor.output.database import CHECKPOINTS_TABLE
+from stream_processor.output.database import CHECKPOINTS_TABLE, DatabaseOutput
 
 log = logging.getLogger(__name__)
 
@@ -290,12 +290,12 @@ def private_postgres(base: Path | None = None, password: str | None = None) -> I
 def drop_output_table(url: str, table: str, schema: str = "public") -> None:
     """Drop a results table and its checkpoint row, if they exist: on a fresh database the
     checkpoints table is only there once some run has written to PostgreSQL."""
-    import psycopg
+    from psycopg import sql
 
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as connection:
-        connection.execute(f'DROP TABLE IF EXISTS "{schema}"."{table}"')
+    output = DatabaseOutput.parse(f"{url}?table={schema}.{table}")
+    with output.connect(autocommit=True) as connection:
+        connection.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(output.results()))
         found = connection.execute("SELECT to_regclass(%s)", (f"{schema}.{CHECKPOINTS_TABLE}",)).fetchone()
         if found is not None and found[0] is not None:
-            connection.execute(
-                f'DELETE FROM "{schema}".{CHECKPOINTS_TABLE} WHERE output_table = %s', (f"{schema}.{table}",)
-            )
+            delete = sql.SQL("DELETE FROM {} WHERE output_table = %s").format(output.checkpoints())
+            connection.execute(delete, (output.qualified,))

@@ -52,6 +52,7 @@ from stream_processor.run.options import (
 from stream_processor.run.paths import PathError
 from stream_processor.serving import ASYNC_MODE_ENV, ASYNC_MODES, DEFAULT_ASYNC_MODE
 from stream_processor.serving.core import DEFAULT_HEARTBEAT_S, ServerSettings
+from stream_processor.sources.generate import DEFAULT_CANARY_EVERY, generate_file, write_recording
 
 DESCRIPTION = """\
 Process a stream of events (JSON Lines: a recording, a replay server, or a live
@@ -303,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_non_negative_int,
         default=None,
         metavar="N",
-        help="with --format eventstreams, a canary event after every N edits (0: none; default 100)",
+        help=f"with --format eventstreams, a canary after every N edits (0: none; default {DEFAULT_CANARY_EVERY})",
     )
     return parser
 
@@ -506,17 +507,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
-    from stream_processor.sources.generate import generate_file, write_recording
-
     if args.canary_every is not None and args.format != "eventstreams":
         raise UsageError("--canary-every adds canaries to --format eventstreams; RCStream's changes have none")
-    shape = {"format": args.format, "canary_every": args.canary_every}
-    if args.canary_every is None:
-        del shape["canary_every"]  # the generator's default
+    canary_every = DEFAULT_CANARY_EVERY if args.canary_every is None else args.canary_every
     if args.output is None:
-        count = write_recording(sys.stdout, args.minutes, args.rate, args.seed, **shape)
+        count = write_recording(sys.stdout, args.minutes, args.rate, args.seed, args.format, canary_every)
     else:
-        count = generate_file(args.output, args.minutes, args.rate, args.seed, **shape)
+        count = generate_file(args.output, args.minutes, args.rate, args.seed, args.format, canary_every)
     print(f"wrote {count} events", file=sys.stderr)
     return EXIT_OK
 

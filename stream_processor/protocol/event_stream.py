@@ -52,8 +52,10 @@ LEGACY_TOPIC = "stream_processor.recentchange"  # ids before 0.2: the event's ow
 OPENING = b":ok\n\n"  # as EventStreams opens its streams: the client knows it is connected
 HEARTBEAT = b":\n\n"  # a comment: keeps an idle connection (and proxies) open, no event
 CONTENT_TYPE = "text/event-stream; charset=utf-8"
-MAX_ID_CHARS = 2000  # a Last-Event-ID's length, or ID_CHARS_PER_STREAM per stream asked for if more:
-ID_CHARS_PER_STREAM = 350  # the ids a merge sends name every stream (two datacenters' entries each, elsewhere)
+# A Last-Event-ID's length at most: the ids of a merge name every stream (and other servers'
+# ids name two datacenters' topics each), so a request for many streams takes longer ones.
+MAX_ID_CHARS = 2000
+ID_CHARS_PER_STREAM = 350
 MAX_TIMESTAMP_MS = 10**16  # a Last-Event-ID's `timestamp`, as `since`
 
 

@@ -120,17 +120,19 @@ def handle(core: ServingCore, request: HttpRequest, new_waker: Callable[[], Wake
     cors = cors_headers(request, settings)
     if request.method == "OPTIONS":  # a browser's preflight, for Authorization or Last-Event-ID: no credentials
         return HttpResponse(204, b"", cors + PREFLIGHT_HEADERS)
-    authorised = request_authorised(settings.token, request.headers.get("authorization"), request.query_string)
-    if request.path == "/" and discovery.SPEC_QUERY in parse_qs(request.query_string, keep_blank_values=True):
-        # The spec names the streams served (the operator's recordings): data, so the token.
-        return json_response(200, discovery.openapi_spec(core.catalog), cors) if authorised else unauthorised()
-    page = static_file(STATUS_PAGE, request.path) if request.method in ("GET", "HEAD") else None
+    # `/?spec` shares its path with the status page, but names the streams served (the
+    # operator's recordings): data, so it needs the token as the other data endpoints do.
+    wants_spec = request.path == "/" and discovery.SPEC_QUERY in parse_qs(request.query_string, keep_blank_values=True)
+    page = static_file(STATUS_PAGE, request.path) if request.method in ("GET", "HEAD") and not wants_spec else None
     if page is not None:  # the pages' files hold no data: no token (their data needs one)
         return HttpResponse(200, page[0], [("content-type", page[1]), *PAGE_HEADERS])
+    authorised = request_authorised(settings.token, request.headers.get("authorization"), request.query_string)
     if request.path == ACCESS_PATH:  # whether a token is needed and this one accepted: no data
         return json_response(200, {"token_needed": settings.token is not None, "accepted": authorised}, cors)
     if not authorised:
         return unauthorised()
+    if wants_spec:
+        return json_response(200, discovery.openapi_spec(core.catalog), cors)
     if is_stream_path(request.path):
         return open_stream(core, request, new_waker, cors)
     if request.path != STATUS_PATH:

@@ -17,15 +17,16 @@
   // The spec names the streams served: with a token set on the server, it needs the token
   // too. /access (no data, always 200) says whether ours will do, so asking never shows up as
   // a failed request.
+  const token = () => $("token").value;
+  const authHeaders = () => (token() ? { Authorization: `Bearer ${token()}` } : {}); // not in a URL, which logs keep
+
   async function listStreams() {
-    const token = $("token").value;
-    const query = token ? `?token=${encodeURIComponent(token)}` : "";
-    const access = await (await fetch(`../access${query}`, { cache: "no-store" })).json();
+    const headers = authHeaders();
+    const access = await (await fetch("../access", { cache: "no-store", headers })).json();
     if (access.token_needed && !access.accepted) {
       $("token").focus();
-      return setStatus("token", token ? "the token was refused" : "needs its token: enter it, then Open");
+      return setStatus("token", token() ? "the token was refused" : "needs its token: enter it, then Open");
     }
-    const headers = token ? { Authorization: `Bearer ${token}` } : {};
     const response = await fetch("../?spec", { cache: "no-store", headers });
     if (!response.ok) return setStatus("reconnecting", `the server answered ${response.status}`);
     const spec = await response.json();
@@ -52,8 +53,7 @@
     if (source) source.close();
     const names = [...$("streams").querySelectorAll("input:checked")].map((box) => box.value);
     if (!names.length) return setStatus("reconnecting", "choose a stream");
-    const token = $("token").value;
-    const query = token ? `?token=${encodeURIComponent(token)}` : "";
+    const query = token() ? `?token=${encodeURIComponent(token())}` : ""; // EventSource sends no headers
     source = new EventSource(`stream/${names.map(encodeURIComponent).join(",")}${query}`);
     source.onopen = () => setStatus("live", `reading ${names.join(", ")}`);
     source.onerror = () => setStatus("reconnecting", "the stream dropped: reconnecting");
@@ -72,8 +72,7 @@
     $("count").textContent = `(${++received} received)`;
   }
 
-  $("streams-form").addEventListener("submit", (event) =>
-    open(event).catch((error) => setStatus("reconnecting", `cannot read /?spec (${error.message})`)),
-  );
-  listStreams().catch((error) => setStatus("reconnecting", `cannot read /?spec (${error.message})`));
+  const failed = (error) => setStatus("reconnecting", `cannot read /?spec (${error.message})`);
+  $("streams-form").addEventListener("submit", (event) => open(event).catch(failed));
+  listStreams().catch(failed);
 })();
